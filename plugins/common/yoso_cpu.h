@@ -1,0 +1,39 @@
+// yoso_cpu.h -- CPU loops of the com.yoso ops over the math in yoso_core.h.
+//
+// The functions process a contiguous range of independent work items so that a host framework
+// can split the work over its own thread pool (ONNX Runtime: KernelContext_ParallelFor). They
+// expect inputs already validated by yoso_validate.h (shapes, mask values, code ranges) and never
+// read or write outside the tensors described by the dims. Only float32 is implemented so far.
+#pragma once
+
+#include <cstdint>
+
+#include "yoso_validate.h"
+
+namespace yoso {
+namespace cpu {
+
+// FastHash for the token rows [row_begin, row_end) of the flattened [B*H*S] row space
+// (row = (b*H + h)*S + s): writes codes[row, 0..m). No allocation; cannot fail.
+void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
+                   int32_t* codes, int64_t row_begin, int64_t row_end);
+
+// LSHCumulation for the (b, h) slices [slice_begin, slice_end) of the flattened [B*H] space:
+// writes output[b, h, :, :]. When Sk = 0 the key-side pointers are not used (may be null).
+// Allocates its scratch once per call (so call it once per task, not
+// per element); throws std::bad_alloc if that fails, nothing else.
+void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
+                        const int32_t* query_mask, const int32_t* key_mask, const float* value,
+                        float* output, int64_t slice_begin, int64_t slice_end);
+
+// Whether lsh_cumulation_f32 uses a dense 2^tau x Dv bucket table (small tau) or a compact table
+// of the buckets that unmasked keys actually occupy (large tau; memory O(Sk * Dv) per task).
+bool lsh_uses_dense_table(const LshDims& d);
+
+// How many work items (rows / slices) one parallel task should take so that a task carries
+// enough work to amortise scheduling. Always >= 1.
+int64_t fast_hash_rows_per_task(const FastHashDims& d);
+int64_t lsh_slices_per_task(const LshDims& d);
+
+}  // namespace cpu
+}  // namespace yoso

@@ -1,0 +1,320 @@
+// yoso_validate.h -- host-side validation of the com.yoso op inputs (see plugins/OPS.md).
+//
+// Shared by every host framework binding (ONNX Runtime kernels now, TensorRT plugins later).
+// Each check returns an error message, or an empty string when the input is valid. Messages name
+// the op, the input, what was expected, what was found, and how to fix it. Nothing here throws
+// except std::bad_alloc from building a message.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <initializer_list>
+#include <limits>
+#include <string>
+
+#include "yoso_core.h"
+
+namespace yoso {
+
+// A non-owning view of a tensor shape.
+struct ShapeRef {
+  const int64_t* dims;
+  size_t rank;
+  int64_t operator[](size_t i) const { return dims[i]; }
+};
+
+inline std::string shape_str(ShapeRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.rank; ++i) {
+    if (i) r += ",";
+    r += std::to_string(s.dims[i]);
+  }
+  return r + "]";
+}
+
+inline std::string dims_str(std::initializer_list<int64_t> dims) {
+  std::string r = "[";
+  bool first = true;
+  for (int64_t d : dims) {
+    if (!first) r += ",";
+    r += std::to_string(d);
+    first = false;
+  }
+  return r + "]";
+}
+
+// a * b for non-negative operands; false on int64 overflow.
+inline bool checked_mul(int64_t a, int64_t b, int64_t* out) {
+  if (a < 0 || b < 0) return false;
+  if (a != 0 && b > std::numeric_limits<int64_t>::max() / a) return false;
+  *out = a * b;
+  return true;
+}
+
+// Number of elements of a shape; false if a dim is negative or the product (times elem_bytes,
+// i.e. the byte size) would overflow int64.
+inline bool checked_numel(ShapeRef s, int64_t elem_bytes, int64_t* out) {
+  int64_t n = 1;
+  for (size_t i = 0; i < s.rank; ++i) {
+    if (!checked_mul(n, s.dims[i], &n)) return false;
+  }
+  int64_t bytes = 0;
+  if (!checked_mul(n, elem_bytes, &bytes)) return false;
+  *out = n;
+  return true;
+}
+
+namespace detail {
+
+inline std::string input_name(const char* op, const char* input, int index) {
+  return std::string(op) + ": input '" + input + "' (input " + std::to_string(index) + ")";
+}
+
+inline std::string rank_error(const char* op, const char* input, int index, size_t want_rank,
+                              const char* layout, ShapeRef got) {
+  return input_name(op, input, index) + " must have rank " + std::to_string(want_rank) + " " +
+         layout + "; got rank " + std::to_string(got.rank) + " with shape " + shape_str(got) +
+         ". Fix: reshape the input to " + layout + ".";
+}
+
+inline std::string negative_dim_error(const char* op, const char* input, int index, ShapeRef got) {
+  return input_name(op, input, index) + " has a negative (unknown) dimension: " + shape_str(got) +
+         ". Fix: the op needs concrete, non-negative sizes at run time.";
+}
+
+inline bool has_negative_dim(ShapeRef s) {
+  for (size_t i = 0; i < s.rank; ++i)
+    if (s.dims[i] < 0) return true;
+  return false;
+}
+
+inline std::string float_str(float v) {
+  char buf[48];
+  std::snprintf(buf, sizeof(buf), "%.9g", static_cast<double>(v));
+  return buf;
+}
+
+}  // namespace detail
+
+// ---------------------------------------------------------------------------------------------
+// Attributes
+// ---------------------------------------------------------------------------------------------
+
+inline std::string check_hash_code_len(const char* op, int64_t hash_code_len) {
+  if (hash_code_len < 1 || hash_code_len > kMaxHashCodeLen) {
+    return std::string(op) + ": attribute 'hash_code_len' must be in [1, " +
+           std::to_string(kMaxHashCodeLen) + "]; got " + std::to_string(hash_code_len) +
+           ". Fix: export the model with 1 <= hash_code_len <= " +
+           std::to_string(kMaxHashCodeLen) + " (codes are int32 in [0, 2^hash_code_len)).";
+  }
+  return {};
+}
+
+inline std::string check_fast_hash_attrs(int64_t num_hash, int64_t hash_code_len) {
+  if (num_hash < 1 || num_hash > std::numeric_limits<int32_t>::max()) {
+    return std::string("FastHash: attribute 'num_hash' must be in [1, 2^31-1]; got ") +
+           std::to_string(num_hash) + ". Fix: export the model with a positive num_hash.";
+  }
+  return check_hash_code_len("FastHash", hash_code_len);
+}
+
+inline std::string check_lsh_attrs(int64_t hash_code_len) {
+  return check_hash_code_len("LSHCumulation", hash_code_len);
+}
+
+// ---------------------------------------------------------------------------------------------
+// FastHash shapes
+// ---------------------------------------------------------------------------------------------
+
+struct FastHashDims {
+  int64_t B = 0, H = 0, S = 0, D = 0;  // x is [B, H, S, D]
+  int64_t m = 0;                       // num_hash
+  int64_t P = 0;                       // parts, signs is [H, 3, P, D]
+  int64_t per_part = 0;                // floor(D / tau)
+  int tau = 0;                         // hash_code_len
+};
+
+// Checks the shapes of x [B,H,S,D], mask [B,S], signs [H,3,P,D] against the (already checked)
+// attributes and fills *out.
+inline std::string check_fast_hash_shapes(ShapeRef x, ShapeRef mask, ShapeRef signs,
+                                          int64_t num_hash, int64_t hash_code_len,
+                                          FastHashDims* out) {
+  const char* op = "FastHash";
+  std::string err = check_fast_hash_attrs(num_hash, hash_code_len);
+  if (!err.empty()) return err;
+  if (x.rank != 4) return detail::rank_error(op, "x", 0, 4, "[B,H,S,D]", x);
+  if (mask.rank != 2) return detail::rank_error(op, "mask", 1, 2, "[B,S]", mask);
+  if (signs.rank != 4) return detail::rank_error(op, "signs", 2, 4, "[H,3,P,D]", signs);
+  if (detail::has_negative_dim(x)) return detail::negative_dim_error(op, "x", 0, x);
+  if (detail::has_negative_dim(mask)) return detail::negative_dim_error(op, "mask", 1, mask);
+  if (detail::has_negative_dim(signs)) return detail::negative_dim_error(op, "signs", 2, signs);
+
+  const int64_t B = x[0], H = x[1], S = x[2], D = x[3];
+  if (!is_power_of_two(D) || D > kMaxHashDim) {
+    return detail::input_name(op, "x", 0) + " must have a last dimension D that is a power of two in [1, " +
+           std::to_string(kMaxHashDim) + "]; got D=" + std::to_string(D) + " (shape " +
+           shape_str(x) + "). Fix: zero-pad the hashed vectors to the next power of two.";
+  }
+  if (hash_code_len > D) {
+    return std::string(op) + ": attribute 'hash_code_len' (" + std::to_string(hash_code_len) +
+           ") must not exceed the hashed dimension D=" + std::to_string(D) + " of input 'x' " +
+           shape_str(x) + ". Fix: zero-pad x to D >= hash_code_len or use shorter codes.";
+  }
+  if (mask[0] != B || mask[1] != S) {
+    return detail::input_name(op, "mask", 1) + " must have shape [B,S] = " + dims_str({B, S}) +
+           " to match x " + shape_str(x) + "; got " + shape_str(mask) +
+           ". Fix: pass the [batch, sequence] mask of the hashed tokens.";
+  }
+  const int64_t per_part = codes_per_part(D, hash_code_len);
+  const int64_t P = num_parts(num_hash, D, hash_code_len);
+  if (signs[0] != H || signs[1] != 3 || signs[2] != P || signs[3] != D) {
+    return detail::input_name(op, "signs", 2) + " must have shape [H,3,P,D] = " +
+           dims_str({H, 3, P, D}) + " for x " + shape_str(x) + ", num_hash=" +
+           std::to_string(num_hash) + ", hash_code_len=" + std::to_string(hash_code_len) +
+           " (P = ceil(num_hash / floor(D / hash_code_len)) = " + std::to_string(P) + "); got " +
+           shape_str(signs) + ". Fix: draw the signs for these sizes (ops.draw_signs) or export "
+           "the node with the num_hash/hash_code_len the signs were drawn for.";
+  }
+  int64_t out_numel = 0;
+  const int64_t out_dims[4] = {B, H, S, num_hash};
+  if (!checked_numel(ShapeRef{out_dims, 4}, static_cast<int64_t>(sizeof(int32_t)), &out_numel)) {
+    return std::string(op) + ": output 'codes' of shape " + dims_str({B, H, S, num_hash}) +
+           " would overflow a 64-bit size. Fix: use smaller inputs or fewer hashes.";
+  }
+  out->B = B;
+  out->H = H;
+  out->S = S;
+  out->D = D;
+  out->m = num_hash;
+  out->P = P;
+  out->per_part = per_part;
+  out->tau = static_cast<int>(hash_code_len);
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Value checks (read the data once; run them before any computation)
+// ---------------------------------------------------------------------------------------------
+
+// Every signs entry must be exactly +1.0 or -1.0.
+inline std::string check_signs_values(const float* signs, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = signs[i];
+    if (!(v == 1.0f || v == -1.0f)) {
+      return detail::input_name("FastHash", "signs", 2) +
+             " must hold only +1.0 or -1.0; got " + detail::float_str(v) + " at flat index " +
+             std::to_string(i) + ". Fix: the sign diagonals are corrupted; re-export the model.";
+    }
+  }
+  return {};
+}
+
+// Every mask entry must be 0 or 1.
+inline std::string check_mask_values(const char* op, const char* input, int index,
+                                     const int32_t* mask, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t v = mask[i];
+    if (v != 0 && v != 1) {
+      return detail::input_name(op, input, index) + " must hold only 0 or 1; got " +
+             std::to_string(v) + " at flat index " + std::to_string(i) +
+             ". Fix: convert masks with Cast(Not(Equal(mask, 0)), to=int32) before the op.";
+    }
+  }
+  return {};
+}
+
+// Every code (masked tokens included) must lie in [0, 2^tau).
+inline std::string check_code_values(const char* op, const char* input, int index,
+                                     const int32_t* codes, int64_t n, int tau) {
+  const int64_t buckets = int64_t{1} << tau;
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t c = codes[i];
+    if (c < 0 || c >= buckets) {
+      return detail::input_name(op, input, index) + " must hold codes in [0, 2^hash_code_len) = [0, " +
+             std::to_string(buckets) + ") for hash_code_len=" + std::to_string(tau) + "; got " +
+             std::to_string(c) + " at flat index " + std::to_string(i) +
+             ". Fix: feed FastHash outputs produced with the same hash_code_len.";
+    }
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// LSHCumulation shapes
+// ---------------------------------------------------------------------------------------------
+
+struct LshDims {
+  int64_t B = 0, H = 0, Sq = 0, Sk = 0;
+  int64_t m = 0;   // hash functions (last dim of the code tensors)
+  int64_t Dv = 0;  // value width
+  int tau = 0;     // hash_code_len
+};
+
+// Checks query_codes [B,H,Sq,m], key_codes [B,H,Sk,m], query_mask [B,Sq], key_mask [B,Sk],
+// value [B,H,Sk,Dv] and the attribute, and fills *out.
+inline std::string check_lsh_shapes(ShapeRef qc, ShapeRef kc, ShapeRef qm, ShapeRef km, ShapeRef v,
+                                    int64_t hash_code_len, LshDims* out) {
+  const char* op = "LSHCumulation";
+  std::string err = check_lsh_attrs(hash_code_len);
+  if (!err.empty()) return err;
+  if (qc.rank != 4) return detail::rank_error(op, "query_codes", 0, 4, "[B,H,Sq,m]", qc);
+  if (kc.rank != 4) return detail::rank_error(op, "key_codes", 1, 4, "[B,H,Sk,m]", kc);
+  if (qm.rank != 2) return detail::rank_error(op, "query_mask", 2, 2, "[B,Sq]", qm);
+  if (km.rank != 2) return detail::rank_error(op, "key_mask", 3, 2, "[B,Sk]", km);
+  if (v.rank != 4) return detail::rank_error(op, "value", 4, 4, "[B,H,Sk,Dv]", v);
+  const struct {
+    const char* name;
+    int index;
+    ShapeRef s;
+  } all[] = {{"query_codes", 0, qc}, {"key_codes", 1, kc}, {"query_mask", 2, qm},
+             {"key_mask", 3, km}, {"value", 4, v}};
+  for (const auto& a : all)
+    if (detail::has_negative_dim(a.s)) return detail::negative_dim_error(op, a.name, a.index, a.s);
+
+  const int64_t B = qc[0], H = qc[1], Sq = qc[2], m = qc[3];
+  const int64_t Sk = kc[2], Dv = v[3];
+  if (m < 1) {
+    return detail::input_name(op, "query_codes", 0) +
+           " must have at least one hash function (last dimension m >= 1); got shape " +
+           shape_str(qc) + ". Fix: feed FastHash outputs with num_hash >= 1.";
+  }
+  if (kc[0] != B || kc[1] != H || kc[3] != m) {
+    return detail::input_name(op, "key_codes", 1) + " must have shape [B,H,Sk,m] = [" +
+           std::to_string(B) + "," + std::to_string(H) + ",Sk," + std::to_string(m) +
+           "] to match query_codes " + shape_str(qc) + "; got " + shape_str(kc) +
+           ". Fix: hash queries and keys of the same batch/heads with the same num_hash.";
+  }
+  if (v[0] != B || v[1] != H || v[2] != Sk) {
+    return detail::input_name(op, "value", 4) + " must have shape [B,H,Sk,Dv] = [" +
+           std::to_string(B) + "," + std::to_string(H) + "," + std::to_string(Sk) +
+           ",Dv] to match key_codes " + shape_str(kc) + "; got " + shape_str(v) +
+           ". Fix: pass the values of the hashed keys.";
+  }
+  if (qm[0] != B || qm[1] != Sq) {
+    return detail::input_name(op, "query_mask", 2) + " must have shape [B,Sq] = " +
+           dims_str({B, Sq}) + " to match query_codes " + shape_str(qc) + "; got " +
+           shape_str(qm) + ". Fix: pass the [batch, query] mask.";
+  }
+  if (km[0] != B || km[1] != Sk) {
+    return detail::input_name(op, "key_mask", 3) + " must have shape [B,Sk] = " +
+           dims_str({B, Sk}) + " to match key_codes " + shape_str(kc) + "; got " +
+           shape_str(km) + ". Fix: pass the [batch, key] mask.";
+  }
+  int64_t out_numel = 0;
+  const int64_t out_dims[4] = {B, H, Sq, Dv};
+  if (!checked_numel(ShapeRef{out_dims, 4}, static_cast<int64_t>(sizeof(float)), &out_numel)) {
+    return std::string(op) + ": output of shape " + dims_str({B, H, Sq, Dv}) +
+           " would overflow a 64-bit size. Fix: use smaller inputs.";
+  }
+  out->B = B;
+  out->H = H;
+  out->Sq = Sq;
+  out->Sk = Sk;
+  out->m = m;
+  out->Dv = Dv;
+  out->tau = static_cast<int>(hash_code_len);
+  return {};
+}
+
+}  // namespace yoso

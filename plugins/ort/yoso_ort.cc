@@ -1,0 +1,424 @@
+// yoso_ort.cc -- ONNX Runtime custom-op library for the com.yoso ops (libyoso_ort.so).
+//
+// Exposes exactly one symbol, RegisterCustomOps, which ONNX Runtime calls when a session options
+// object loads this library (Python: SessionOptions.register_custom_ops_library(path)). It adds a
+// "com.yoso" domain (opset 1) with the CPU execution provider kernels FastHash and LSHCumulation,
+// implemented per plugins/OPS.md on top of plugins/common.
+//
+// Design notes
+//  * The library does not link libonnxruntime: the C++ wrappers are initialised with the OrtApi
+//    obtained from the OrtApiBase passed to RegisterCustomOps (ORT_API_MANUAL_INIT).
+//  * Kernels are Ort::Custom lite-op structs (the constructor reads the attributes, Compute returns
+//    an Ort::Status). No C++ exception may cross the C ABI into ONNX Runtime, so every entry point
+//    ONNX Runtime calls (RegisterCustomOps, kernel creation, compute, parallel-for bodies) catches
+//    everything and converts it to an OrtStatus.
+//  * Every input is validated (shapes, attribute ranges, mask/sign/code values) before any output
+//    is written; violations are ORT_INVALID_ARGUMENT with a message naming op, input, expectation,
+//    actual value and fix.
+//  * Work is split over ONNX Runtime's intra-op thread pool (KernelContext_ParallelFor); there is
+//    no private thread pool.
+//  * The op objects and every registered domain live for the rest of the process (intentionally
+//    leaked heap objects): sessions keep raw pointers to them, and registering into several
+//    SessionOptions must keep working.
+#define ORT_API_MANUAL_INIT
+#include "onnxruntime_cxx_api.h"
+#include "onnxruntime_lite_custom_op.h"
+#undef ORT_API_MANUAL_INIT
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <new>
+#include <string>
+#include <vector>
+
+#include "yoso_cpu.h"
+#include "yoso_validate.h"
+
+#ifndef YOSO_ORT_HEADERS_VERSION
+#define YOSO_ORT_HEADERS_VERSION "unknown"
+#endif
+
+namespace yoso_ort {
+
+constexpr const char* kDomain = "com.yoso";
+constexpr int kOpsetVersion = 1;
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Helpers shared by all execution providers
+// ---------------------------------------------------------------------------------------------
+
+yoso::ShapeRef shape_ref(const std::vector<int64_t>& shape) {
+  return yoso::ShapeRef{shape.data(), shape.size()};
+}
+
+Ort::Status invalid_argument(const std::string& msg) {
+  return Ort::Status(msg.c_str(), ORT_INVALID_ARGUMENT);
+}
+
+// Takes ownership of a C API status and returns its message (empty if status is null).
+std::string take_status_message(const OrtApi* api, OrtStatus* status) {
+  if (status == nullptr) return {};
+  std::string msg = api->GetErrorMessage(status);
+  api->ReleaseStatus(status);
+  return msg.empty() ? std::string("unknown error") : msg;
+}
+
+// Reads a required int64 attribute without throwing; returns an error message or "".
+std::string read_int_attr(const OrtApi* api, const OrtKernelInfo* info, const char* op,
+                          const char* name, int64_t* value) {
+  std::string err = take_status_message(api, api->KernelInfoGetAttribute_int64(info, name, value));
+  if (!err.empty()) {
+    return std::string(op) + ": required int attribute '" + name +
+           "' is missing or not an int (" + err + "). Fix: set " + name + " on the node.";
+  }
+  return {};
+}
+
+// Checks the node's arity: all `names` inputs present (lite ops declare their inputs optional,
+// so ONNX Runtime itself would accept a node with fewer or empty inputs) and one output.
+std::string check_node_io(const OrtApi* api, const OrtKernelInfo* info, const char* op,
+                          const std::vector<const char*>& names) {
+  size_t n_in = 0, n_out = 0;
+  std::string err = take_status_message(api, api->KernelInfo_GetInputCount(info, &n_in));
+  if (err.empty()) err = take_status_message(api, api->KernelInfo_GetOutputCount(info, &n_out));
+  if (!err.empty()) return std::string(op) + ": cannot inspect the node: " + err;
+  if (n_in != names.size()) {
+    return std::string(op) + ": expects " + std::to_string(names.size()) + " inputs, got " +
+           std::to_string(n_in) + ". Fix: wire all inputs of the op (see plugins/OPS.md).";
+  }
+  if (n_out != 1) {
+    return std::string(op) + ": expects 1 output, got " + std::to_string(n_out) + ".";
+  }
+  for (size_t i = 0; i < n_in; ++i) {
+    size_t size = 0;
+    err = take_status_message(api, api->KernelInfo_GetInputName(info, i, nullptr, &size));
+    if (!err.empty()) return std::string(op) + ": cannot inspect input " + std::to_string(i) + ": " + err;
+    if (size <= 1) {  // only the terminating NUL: the optional-input placeholder ""
+      return std::string(op) + ": input '" + names[i] + "' (input " + std::to_string(i) +
+             ") is missing. Fix: wire all inputs of the op (see plugins/OPS.md).";
+    }
+  }
+  return {};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exception firewall around the lite-op callbacks
+// ---------------------------------------------------------------------------------------------
+
+OrtStatus* status_from_current_exception(const char* op) noexcept {
+  const OrtApi& api = Ort::GetApi();
+  try {
+    throw;
+  } catch (const Ort::Exception& e) {
+    return api.CreateStatus(e.GetOrtErrorCode(), (std::string(op) + ": " + e.what()).c_str());
+  } catch (const std::bad_alloc&) {
+    return api.CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(op) + ": out of memory").c_str());
+  } catch (const std::exception& e) {
+    return api.CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(op) + ": " + e.what()).c_str());
+  } catch (...) {
+    return api.CreateStatus(ORT_RUNTIME_EXCEPTION, (std::string(op) + ": unknown error").c_str());
+  }
+}
+
+// The lite-op template builds kernels and calls Compute through callbacks that may throw (e.g.
+// Ort::Custom::Tensor's constructor). Hardened<K> replaces them with noexcept wrappers that
+// forward to the originals and convert any exception into an OrtStatus. It also routes kernel
+// creation through CreateKernelV2 so that attribute errors are reported at session creation.
+template <typename Kernel>
+struct Hardened {
+  using LiteOp = Ort::Custom::OrtLiteCustomStruct<Kernel>;
+  using LiteKernel = typename LiteOp::Kernel;
+
+  static inline decltype(OrtCustomOp::CreateKernel) inner_create = nullptr;
+  static inline decltype(OrtCustomOp::KernelComputeV2) inner_compute = nullptr;
+
+  static OrtStatusPtr ORT_API_CALL CreateKernelV2(const OrtCustomOp* op, const OrtApi* api,
+                                                  const OrtKernelInfo* info,
+                                                  void** kernel) noexcept {
+    *kernel = nullptr;
+    try {
+      void* created = inner_create(op, api, info);
+      const std::string& err = static_cast<LiteKernel*>(created)->custom_op_->init_error();
+      if (!err.empty()) {
+        OrtStatus* status = api->CreateStatus(ORT_INVALID_ARGUMENT, err.c_str());
+        op->KernelDestroy(created);
+        return status;
+      }
+      *kernel = created;
+      return nullptr;
+    } catch (...) {
+      return status_from_current_exception(Kernel::kName);
+    }
+  }
+
+  static OrtStatusPtr ORT_API_CALL ComputeV2(void* kernel, OrtKernelContext* context) noexcept {
+    try {
+      return inner_compute(kernel, context);
+    } catch (...) {
+      return status_from_current_exception(Kernel::kName);
+    }
+  }
+
+  static const OrtCustomOp* Create(const char* execution_provider) {
+    std::unique_ptr<Ort::Custom::OrtLiteCustomOp> op{
+        Ort::Custom::CreateLiteCustomOp<Kernel>(Kernel::kName, execution_provider,
+                                                /*start_ver=*/kOpsetVersion,
+                                                /*end_ver=*/kOpsetVersion)};
+    inner_create = op->CreateKernel;
+    inner_compute = op->KernelComputeV2;
+    op->CreateKernelV2 = &CreateKernelV2;
+    op->KernelComputeV2 = &ComputeV2;
+    return op.release();
+  }
+};
+
+// Runs fn(i) for i in [0, n_tasks) on ONNX Runtime's intra-op pool (inline for a single task).
+void parallel_for(OrtKernelContext* context, void (*fn)(void*, size_t), size_t n_tasks, void* job) {
+  if (n_tasks == 0) return;
+  if (n_tasks == 1) {
+    fn(job, 0);
+    return;
+  }
+  Ort::KernelContext(context).ParallelFor(fn, n_tasks, 0, job);
+}
+
+size_t ceil_div(int64_t a, int64_t b) { return static_cast<size_t>((a + b - 1) / b); }
+
+}  // namespace
+
+// =============================================================================================
+// CPU execution provider
+// =============================================================================================
+namespace cpu_ep {
+
+constexpr const char* kProvider = "CPUExecutionProvider";
+
+// ------------------------------------ FastHash -----------------------------------------------
+
+struct FastHashKernel {
+  static constexpr const char* kName = "FastHash";
+
+  // Must not throw: problems are kept in init_error_ and reported by kernel creation / Compute.
+  FastHashKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+    try {
+      init_error_ = check_node_io(api, info, kName, {"x", "mask", "signs"});
+      if (init_error_.empty()) init_error_ = read_int_attr(api, info, kName, "num_hash", &num_hash_);
+      if (init_error_.empty())
+        init_error_ = read_int_attr(api, info, kName, "hash_code_len", &hash_code_len_);
+      if (init_error_.empty()) init_error_ = yoso::check_fast_hash_attrs(num_hash_, hash_code_len_);
+    } catch (...) {
+      init_error_ = "FastHash: out of memory while creating the kernel";
+    }
+  }
+
+  const std::string& init_error() const { return init_error_; }
+
+  Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<float>& x,
+                      const Ort::Custom::Tensor<int32_t>& mask,
+                      const Ort::Custom::Tensor<float>& signs,
+                      Ort::Custom::Tensor<int32_t>& codes) {
+    if (!init_error_.empty()) return invalid_argument(init_error_);
+
+    // 1. Shapes and attributes.
+    yoso::FastHashDims d;
+    std::string err = yoso::check_fast_hash_shapes(shape_ref(x.Shape()), shape_ref(mask.Shape()),
+                                                   shape_ref(signs.Shape()), num_hash_,
+                                                   hash_code_len_, &d);
+    if (!err.empty()) return invalid_argument(err);
+
+    // 2. Values (read-only passes, before any output is written).
+    const int64_t mask_n = d.B * d.S;
+    const int64_t signs_n = d.H * 3 * d.P * d.D;
+    if (mask_n > 0) err = yoso::check_mask_values(kName, "mask", 1, mask.Data(), mask_n);
+    if (err.empty() && signs_n > 0) err = yoso::check_signs_values(signs.Data(), signs_n);
+    if (!err.empty()) return invalid_argument(err);
+
+    // 3. Output and computation.
+    int32_t* out = codes.Allocate({d.B, d.H, d.S, d.m});
+    const int64_t rows = d.B * d.H * d.S;
+    if (rows == 0) return Ort::Status{nullptr};
+
+    struct Job {
+      const yoso::FastHashDims* d;
+      const float* x;
+      const int32_t* mask;
+      const float* signs;
+      int32_t* codes;
+      int64_t rows, per_task;
+    } job{&d, x.Data(), mask.Data(), signs.Data(), out, rows, yoso::cpu::fast_hash_rows_per_task(d)};
+
+    auto task = [](void* p, size_t i) noexcept {
+      const Job& j = *static_cast<const Job*>(p);
+      const int64_t begin = static_cast<int64_t>(i) * j.per_task;
+      const int64_t end = std::min(j.rows, begin + j.per_task);
+      yoso::cpu::fast_hash_f32(*j.d, j.x, j.mask, j.signs, j.codes, begin, end);  // cannot fail
+    };
+    parallel_for(context, task, ceil_div(rows, job.per_task), &job);
+    return Ort::Status{nullptr};
+  }
+
+ private:
+  std::string init_error_;
+  int64_t num_hash_ = 0;
+  int64_t hash_code_len_ = 0;
+};
+
+// ---------------------------------- LSHCumulation --------------------------------------------
+
+struct LSHCumulationKernel {
+  static constexpr const char* kName = "LSHCumulation";
+
+  LSHCumulationKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+    try {
+      init_error_ = check_node_io(api, info, kName,
+                                  {"query_codes", "key_codes", "query_mask", "key_mask", "value"});
+      if (init_error_.empty())
+        init_error_ = read_int_attr(api, info, kName, "hash_code_len", &hash_code_len_);
+      if (init_error_.empty()) init_error_ = yoso::check_lsh_attrs(hash_code_len_);
+    } catch (...) {
+      init_error_ = "LSHCumulation: out of memory while creating the kernel";
+    }
+  }
+
+  const std::string& init_error() const { return init_error_; }
+
+  Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<int32_t>& query_codes,
+                      const Ort::Custom::Tensor<int32_t>& key_codes,
+                      const Ort::Custom::Tensor<int32_t>& query_mask,
+                      const Ort::Custom::Tensor<int32_t>& key_mask,
+                      const Ort::Custom::Tensor<float>& value,
+                      Ort::Custom::Tensor<float>& output) {
+    if (!init_error_.empty()) return invalid_argument(init_error_);
+
+    // 1. Shapes and attribute.
+    yoso::LshDims d;
+    std::string err = yoso::check_lsh_shapes(
+        shape_ref(query_codes.Shape()), shape_ref(key_codes.Shape()), shape_ref(query_mask.Shape()),
+        shape_ref(key_mask.Shape()), shape_ref(value.Shape()), hash_code_len_, &d);
+    if (!err.empty()) return invalid_argument(err);
+
+    // 2. Values: masks are 0/1 and every code (masked tokens included) lies in [0, 2^tau).
+    const int64_t qm_n = d.B * d.Sq, km_n = d.B * d.Sk;
+    const int64_t qc_n = qm_n * d.H * d.m, kc_n = km_n * d.H * d.m;
+    if (qm_n > 0) err = yoso::check_mask_values(kName, "query_mask", 2, query_mask.Data(), qm_n);
+    if (err.empty() && km_n > 0)
+      err = yoso::check_mask_values(kName, "key_mask", 3, key_mask.Data(), km_n);
+    if (err.empty() && qc_n > 0)
+      err = yoso::check_code_values(kName, "query_codes", 0, query_codes.Data(), qc_n, d.tau);
+    if (err.empty() && kc_n > 0)
+      err = yoso::check_code_values(kName, "key_codes", 1, key_codes.Data(), kc_n, d.tau);
+    if (!err.empty()) return invalid_argument(err);
+
+    // 3. Output and computation, one task per group of (b, h) slices.
+    float* out = output.Allocate({d.B, d.H, d.Sq, d.Dv});
+    const int64_t slices = d.B * d.H;
+    if (slices == 0 || d.Sq == 0 || d.Dv == 0) return Ort::Status{nullptr};
+
+    struct Job {
+      const yoso::LshDims* d;
+      const int32_t *qc, *kc, *qm, *km;
+      const float* value;
+      float* out;
+      int64_t slices, per_task;
+      std::atomic<bool> failed{false};
+    } job{&d,
+          query_codes.Data(),  // non-empty here: B, H, Sq >= 1
+          d.Sk > 0 ? key_codes.Data() : nullptr,
+          query_mask.Data(),
+          d.Sk > 0 ? key_mask.Data() : nullptr,
+          d.Sk > 0 ? value.Data() : nullptr,
+          out,
+          slices,
+          yoso::cpu::lsh_slices_per_task(d)};
+
+    auto task = [](void* p, size_t i) noexcept {
+      Job& j = *static_cast<Job*>(p);
+      const int64_t begin = static_cast<int64_t>(i) * j.per_task;
+      const int64_t end = std::min(j.slices, begin + j.per_task);
+      try {
+        yoso::cpu::lsh_cumulation_f32(*j.d, j.qc, j.kc, j.qm, j.km, j.value, j.out, begin, end);
+      } catch (...) {  // only std::bad_alloc for the scratch table is possible
+        j.failed.store(true, std::memory_order_relaxed);
+      }
+    };
+    parallel_for(context, task, ceil_div(slices, job.per_task), &job);
+    if (job.failed.load()) {
+      return Ort::Status(
+          (std::string(kName) + ": out of memory allocating the bucket scratch table (" +
+           (yoso::cpu::lsh_uses_dense_table(d) ? "dense 2^hash_code_len x Dv" : "compact Sk x Dv") +
+           " floats per task)")
+              .c_str(),
+          ORT_RUNTIME_EXCEPTION);
+    }
+    return Ort::Status{nullptr};
+  }
+
+ private:
+  std::string init_error_;
+  int64_t hash_code_len_ = 0;
+};
+
+// Adds this provider's ops to `domain`. The op objects are created once and never freed.
+void RegisterOps(Ort::CustomOpDomain& domain) {
+  static const OrtCustomOp* const fast_hash = Hardened<FastHashKernel>::Create(kProvider);
+  static const OrtCustomOp* const lsh_cumulation = Hardened<LSHCumulationKernel>::Create(kProvider);
+  domain.Add(fast_hash);
+  domain.Add(lsh_cumulation);
+}
+
+}  // namespace cpu_ep
+
+namespace {
+
+// Domains handed to session options; never destroyed (sessions reference them until exit).
+std::mutex& registry_mutex() {
+  static std::mutex m;
+  return m;
+}
+std::vector<Ort::CustomOpDomain>& registered_domains() {
+  static auto* domains = new std::vector<Ort::CustomOpDomain>();
+  return *domains;
+}
+
+}  // namespace
+}  // namespace yoso_ort
+
+extern "C" __attribute__((visibility("default"))) OrtStatus* ORT_API_CALL
+RegisterCustomOps(OrtSessionOptions* options, const OrtApiBase* api_base) noexcept;
+
+extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
+                                                     const OrtApiBase* api_base) noexcept {
+  if (api_base == nullptr) return nullptr;  // cannot happen with ONNX Runtime; nothing to report to
+  const OrtApi* api = api_base->GetApi(ORT_API_VERSION);
+  if (api == nullptr) {
+    // The runtime is older than the headers this library was built against.
+    const OrtApi* api1 = api_base->GetApi(1);
+    const std::string msg = std::string("libyoso_ort.so needs ONNX Runtime API >= ") +
+                            std::to_string(ORT_API_VERSION) + " (built against " +
+                            YOSO_ORT_HEADERS_VERSION + "); this runtime is " +
+                            api_base->GetVersionString() + ": upgrade onnxruntime";
+    return api1 != nullptr ? api1->CreateStatus(ORT_FAIL, msg.c_str()) : nullptr;
+  }
+  try {
+    std::lock_guard<std::mutex> lock(yoso_ort::registry_mutex());
+    static std::once_flag api_once;
+    std::call_once(api_once, [api] { Ort::InitApi(api); });
+
+    Ort::CustomOpDomain domain{yoso_ort::kDomain};
+    yoso_ort::cpu_ep::RegisterOps(domain);
+    if (OrtStatus* status = api->AddCustomOpDomain(options, domain)) return status;
+    yoso_ort::registered_domains().push_back(std::move(domain));
+    return nullptr;
+  } catch (const Ort::Exception& e) {
+    return api->CreateStatus(e.GetOrtErrorCode(), (std::string("libyoso_ort.so: ") + e.what()).c_str());
+  } catch (const std::exception& e) {
+    return api->CreateStatus(ORT_FAIL, (std::string("libyoso_ort.so: ") + e.what()).c_str());
+  } catch (...) {
+    return api->CreateStatus(ORT_FAIL, "libyoso_ort.so: unknown error while registering custom ops");
+  }
+}

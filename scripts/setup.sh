@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Create (or reuse) the project's virtual environment and install yoso-deploy into it from source,
+# building libyoso_ort.so on the way. Source it or run it; every other script calls it first.
+#
+#   YOSO_VENV       venv directory            (default: .venv in the repository)
+#   PYTHON          interpreter for the venv  (default: python3, >= 3.10)
+#   YOSO_TORCH      torch requirement         (default: torch==2.13.0, the CPU build on this machine's disk;
+#                                              elsewhere e.g. "torch --index-url https://download.pytorch.org/whl/cpu")
+#   YOSO_EXTRAS     package extras            (default: test)
+#   ONNXRUNTIME_ROOT  ONNX Runtime install with include/ (else system headers, else Debian's, fetched)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${YOSO_VENV:-$root/.venv}"
+python="${PYTHON:-python3}"
+extras="${YOSO_EXTRAS:-test}"
+
+"$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+  || { echo "setup: Python >= 3.10 required ($python is $("$python" -V 2>&1))" >&2; exit 1; }
+if [ ! -x "$venv/bin/python" ]; then
+  echo "setup: creating virtual environment $venv"
+  "$python" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check)
+"${pip[@]}" install -q --upgrade pip
+if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+  echo "setup: installing ${YOSO_TORCH:-torch==2.13.0}"
+  # shellcheck disable=SC2086 # YOSO_TORCH may carry pip options
+  "${pip[@]}" install -q ${YOSO_TORCH:-torch==2.13.0}
+fi
+echo "setup: building and installing yoso-deploy[$extras] (compiles libyoso_ort.so)"
+"${pip[@]}" install -q "$root[$extras]"
+"$venv/bin/python" -c 'import yoso_deploy as y; print("setup: yoso-deploy", y.__version__, "with", y.ort_library_path())'

@@ -1,0 +1,153 @@
+"""ONNX export of every task x attention mode, run by ONNX Runtime with libyoso_ort.so, vs PyTorch."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from conftest import small_config
+
+from yoso_deploy.export import ExportError, export, io_spec, make_inputs, register_schemas
+from yoso_deploy.modeling import TASK_CLASSES, load_model
+from yoso_deploy.parity import compare_outputs, torch_outputs
+from yoso_deploy.runtime import create_session
+
+TASKS = list(TASK_CLASSES)
+SHAPES = [(1, 1), (2, 7), (3, 64), (2, 300)]
+
+
+def make_checkpoint(path, task, **cfg):
+    torch.manual_seed(11)
+    TASK_CLASSES[task](small_config(**cfg)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory):
+    cache = {}
+
+    def get(task, attention, **cfg):
+        key = (task, attention, tuple(sorted(cfg.items())))
+        if key not in cache:
+            base = tmp_path_factory.mktemp(f"{task}-{attention}")
+            ckpt = make_checkpoint(base / "ckpt", task, **cfg)
+            result = export(ckpt, base / "onnx", task=task, attention=attention, debug_codes=True, validate=False)
+            cache[key] = (ckpt, result)
+        return cache[key]
+
+    return get
+
+
+def check_against_reference(ckpt, result, task, attention, shapes=SHAPES, atol=1e-4):
+    ref = load_model(ckpt, task=task, attention=attention)
+    spec = io_spec(ref.config, task, debug_codes=True, attention=attention)
+    sess = create_session(result.onnx_path)
+    for i, (b, s) in enumerate(shapes):
+        feeds = make_inputs(spec, b, s, ref.config.vocab_size, seed=100 + i)
+        want = torch_outputs(ref, spec, feeds, debug_codes=True)
+        got = dict(zip(want, sess.run(list(want), feeds)))
+        for c in compare_outputs(want, got, atol=atol):
+            assert c.ok, (task, attention, b, s, c)
+            if c.identical is not None:
+                assert c.identical == 1.0
+        if attention == "lsh":
+            assert any(n.startswith("query_codes") for n in want)  # the codes really were compared
+
+
+@pytest.mark.parametrize("attention", ["lsh", "expectation"])
+@pytest.mark.parametrize("task", TASKS)
+def test_ort_matches_reference(exports, task, attention):
+    ckpt, result = exports(task, attention)
+    check_against_reference(ckpt, result, task, attention)
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        dict(hidden_size=96, num_attention_heads=2),  # head dim 48, padded to 64 for hashing
+        dict(num_hash=4),  # m < codes per part (32 // 5 = 6)
+        dict(num_hash=20, hash_code_len=8),  # m > codes per part (4): five parts
+        dict(conv_window=5),
+    ],
+)
+def test_ort_matches_reference_configs(exports, cfg):
+    ckpt, result = exports("qa", "lsh", **cfg)
+    check_against_reference(ckpt, result, "qa", "lsh", shapes=[(2, 13), (3, 64)])
+
+
+def test_export_artifacts(exports):
+    ckpt, result = exports("qa", "lsh")
+    out = result.output_dir
+    for name in ("model.onnx", "config.json", "yoso_export.json"):
+        assert (out / name).is_file()
+    manifest = json.loads((out / "yoso_export.json").read_text())
+    assert manifest["task"] == "qa" and manifest["attention"] == "lsh"
+    assert manifest["opset"] == 18 and manifest["seed"] == 0
+    assert [t["name"] for t in manifest["inputs"]] == ["input_ids", "attention_mask"]
+    assert [t["name"] for t in manifest["outputs"]] == ["start_logits", "end_logits"]
+    assert manifest["custom_ops"] == [{"domain": "com.yoso", "version": 1, "ops": ["FastHash", "LSHCumulation"]}]
+    for key in ("torch", "onnx", "yoso_deploy"):
+        assert manifest["versions"][key]
+
+    register_schemas()
+    model = onnx.load(str(out / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    ops = [n for n in model.graph.node if n.domain == "com.yoso"]
+    layers = small_config().num_hidden_layers
+    assert sorted(n.op_type for n in ops) == ["FastHash"] * (2 * layers) + ["LSHCumulation"] * layers
+    inits = {i.name: i for i in model.graph.initializer}
+    for n in ops:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["hash_code_len"] == 5
+        if n.op_type == "FastHash":
+            assert attrs["num_hash"] == 16
+            signs = onnx.numpy_helper.to_array(inits[n.input[2]])
+            assert signs.shape == (2, 3, 3, 32) and set(np.unique(signs)) == {-1.0, 1.0}
+    # Dynamic batch and sequence axes, int32 codes and masks inside the graph.
+    dims = [d.dim_param for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for n in ops:
+        want = onnx.TensorProto.INT32 if n.op_type == "FastHash" else onnx.TensorProto.FLOAT
+        assert types[n.output[0]] == want
+        for inp in n.input[1:2] if n.op_type == "FastHash" else n.input[:4]:
+            assert types.get(inp, onnx.TensorProto.INT32) == onnx.TensorProto.INT32
+
+
+def test_expectation_export_uses_standard_ops_only(exports):
+    _, result = exports("sequence-classification", "expectation")
+    model = onnx.load(str(result.onnx_path))
+    assert all(n.domain in ("", "ai.onnx") for n in model.graph.node)
+    assert {"Acos", "Pow"} <= {n.op_type for n in model.graph.node}
+
+
+def test_export_with_parity_check(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "ckpt", "token-classification")
+    result = export(ckpt, tmp_path / "out", task="ner", attention="lsh", opset=17)
+    assert result.ok and result.parity
+    assert result.manifest["opset"] == 17
+    assert max(c.max_abs for c in result.parity) <= 1e-4
+    # Re-exporting into a previous export directory replaces it.
+    export(ckpt, tmp_path / "out", task="token-classification", attention="expectation", validate=False)
+
+
+def test_export_errors(tmp_path):
+    ckpt = make_checkpoint(tmp_path / "ckpt", "qa")
+    with pytest.raises(ValueError, match="unknown task"):
+        export(ckpt, tmp_path / "o1", task="translation")
+    with pytest.raises(ExportError, match="unsupported opset 9"):
+        export(ckpt, tmp_path / "o2", opset=9)
+    with pytest.raises(ExportError, match="unknown attention"):
+        export(ckpt, tmp_path / "o3", attention="flash")
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "precious.txt").write_text("keep me")
+    with pytest.raises(ExportError, match="not empty"):
+        export(ckpt, tmp_path / "busy")
+    assert (tmp_path / "busy" / "precious.txt").read_text() == "keep me"
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ExportError, match="not a directory"):
+        export(ckpt, tmp_path / "file")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        export(tmp_path / "missing", tmp_path / "o4")

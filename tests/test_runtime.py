@@ -1,0 +1,124 @@
+"""The ORT runtime: task models, providers, threads, optimised-model cache, QA pipeline, concurrency."""
+
+import threading
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from yoso_deploy.cli import main
+from yoso_deploy.export import export
+from yoso_deploy.runtime import ProviderUnavailableError, create_session
+from yoso_deploy.runtime.models import TASK_MODELS, YosoOrtForQuestionAnswering, YosoOrtForSequenceClassification
+from yoso_deploy.runtime.qa import QuestionAnsweringPipeline
+
+
+@pytest.fixture(scope="module")
+def qa_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runtime") / "qa"
+    export(None, out, task="qa", validate=False)  # the embedded default model (has a tokenizer)
+    return out
+
+
+CONTEXT = ("Ada moved to Oslo in 1999 and bought a red lamp. Bruno moved to Lima in 2004 and bought a blue map. "
+           "Chen moved to Accra in 2011 and bought a green clock. Dana moved to Hanoi in 1987 and bought a kettle.")
+
+
+def test_task_model_outputs_and_errors(qa_dir):
+    model = YosoOrtForQuestionAnswering.from_pretrained(qa_dir, intra_op_threads=2)
+    ids = np.array([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]])
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
+    out = model(input_ids=ids, attention_mask=mask)
+    assert out.start_logits.shape == (2, 5) and out.end_logits.shape == (2, 5)
+    assert np.array_equal(out["start_logits"], out[0])
+    # attention_mask defaults to all ones
+    assert np.allclose(model(input_ids=ids[:1]).start_logits, out.start_logits[:1], atol=1e-6)
+    with pytest.raises(ValueError, match="is a 'qa' export"):
+        YosoOrtForSequenceClassification.from_pretrained(qa_dir)
+    with pytest.raises(ValueError, match="exceeds the model's maximum"):
+        model(input_ids=np.zeros((1, model.max_sequence_length + 1), dtype=np.int64))
+    with pytest.raises(ValueError, match="unknown input"):
+        model(input_ids=ids, attention_mask=mask, pixel_values=ids)
+    with pytest.raises(ValueError, match="rank 2"):
+        model(input_ids=ids[0], attention_mask=mask[0])
+    assert set(TASK_MODELS) == {"base", "mlm", "sequence-classification", "multiple-choice", "token-classification", "qa"}
+
+
+def test_missing_provider_is_an_error(qa_dir):
+    with pytest.raises(ProviderUnavailableError, match="CUDAExecutionProvider is not available"):
+        YosoOrtForQuestionAnswering.from_pretrained(qa_dir, provider="cuda")
+    with pytest.raises(ProviderUnavailableError, match="not available"):
+        create_session(qa_dir / "model.onnx", providers=["TensorrtExecutionProvider"])
+    r = CliRunner().invoke(main, ["qa", "--model", str(qa_dir), "--question", "q", "--context", "c", "--provider", "cuda"])
+    assert r.exit_code == 1 and "onnxruntime-gpu" in r.output
+
+
+def test_optimized_model_cache(qa_dir, tmp_path):
+    s1 = create_session(qa_dir / "model.onnx", optimized_cache_dir=tmp_path)
+    cached = list(tmp_path.glob("*.opt.onnx"))
+    assert len(cached) == 1 and cached[0].stat().st_size > 0
+    s2 = create_session(qa_dir / "model.onnx", optimized_cache_dir=tmp_path)
+    feeds = {"input_ids": np.array([[0, 9, 8, 7, 2]]), "attention_mask": np.ones((1, 5), dtype=np.int64)}
+    a = s1.run(None, feeds)
+    b = s2.run(None, feeds)
+    assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+    assert len(list(tmp_path.glob("*.opt.onnx"))) == 1
+
+
+def test_concurrent_calls_match_sequential(qa_dir):
+    model = YosoOrtForQuestionAnswering.from_pretrained(qa_dir)
+    rng = np.random.default_rng(0)
+    batches = []
+    for _ in range(16):
+        b, s = int(rng.integers(1, 4)), int(rng.integers(1, 120))
+        ids = rng.integers(5, 300, size=(b, s))
+        mask = np.ones_like(ids)
+        mask[0, s // 2 + 1:] = 0
+        batches.append((ids, mask))
+    sequential = [model(input_ids=i, attention_mask=m).start_logits for i, m in batches]
+    results = [[None] * len(batches) for _ in range(8)]
+    errors = []
+
+    def worker(t):
+        try:
+            for k in range(len(batches)):
+                j = (k + t) % len(batches)
+                results[t][j] = model(input_ids=batches[j][0], attention_mask=batches[j][1]).start_logits
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for t in range(8):
+        for j, want in enumerate(sequential):
+            assert np.array_equal(results[t][j], want)
+
+
+def test_qa_windowing_matches_single_window(qa_dir):
+    single = QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=512)
+    windowed = QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=32, doc_stride=8, batch_size=3)
+    assert len(single.encode("Where did Chen move?", CONTEXT)["input_ids"]) == 1
+    assert len(windowed.encode("Where did Chen move?", CONTEXT)["input_ids"]) > 2
+    a = single.answer("Where did Chen move?", CONTEXT, max_answer_len=5)[0]
+    b = windowed.answer("Where did Chen move?", CONTEXT, max_answer_len=5)[0]
+    assert CONTEXT[a.start:a.end] == a.answer and CONTEXT[b.start:b.end] == b.answer
+    # Both see the whole question; the span the full window picks must also be found by the windows.
+    top = windowed.answer("Where did Chen move?", CONTEXT, top_k=50, max_answer_len=5)
+    assert (a.start, a.end) in {(x.start, x.end) for x in top}
+
+
+def test_qa_cli(qa_dir, tmp_path):
+    f = tmp_path / "ctx.txt"
+    f.write_text(CONTEXT)
+    r = CliRunner().invoke(main, ["qa", "--model", str(qa_dir), "--question", "Where did Ada move?",
+                                  "--context-file", str(f), "--top-k", "2", "--json"])
+    assert r.exit_code == 0, r.output
+    assert '"answer"' in r.output and '"score"' in r.output
+    r = CliRunner().invoke(main, ["qa", "--model", str(qa_dir), "--question", "q"])
+    assert r.exit_code == 2 and "exactly one of --context" in r.output
+    r = CliRunner().invoke(main, ["qa", "--model", str(qa_dir), "--question", " ", "--context", "x"])
+    assert r.exit_code == 1 and "question is empty" in r.output

@@ -1,0 +1,344 @@
+"""``yoso-deploy`` command line: a thin layer over the library API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from . import __version__
+
+
+class DebuggableGroup(click.Group):
+    """Turns any exception into one ``error:`` line and exit code 1, unless ``--debug`` is given."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except Exception as e:  # noqa: BLE001 - the CLI's one error boundary
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            click.echo(f"error: {msg}", err=True)
+            click.echo("(run 'yoso-deploy --debug ...' for the full traceback)", err=True)
+            ctx.exit(1)
+
+
+def _quiet_transformers():
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except Exception:  # pragma: no cover - transformers always importable here
+        pass
+
+
+@click.group(cls=DebuggableGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="yoso-deploy")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def main(ctx, debug):
+    """Deploy YOSO models: export to ONNX with the com.yoso custom ops and run them in ONNX Runtime.
+
+    \b
+    Typical use:
+      yoso-deploy export --task qa --output out/qa        # embedded default model
+      yoso-deploy run --model out/qa --text "question" --text-pair "context"
+    """
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug
+    _quiet_transformers()
+
+
+TASK_HELP = (
+    "Model head: base, mlm, sequence-classification, multiple-choice, token-classification or qa "
+    "(aliases such as question-answering, fill-mask, text-classification are accepted)."
+)
+
+
+@main.command("export")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Hugging Face YOSO checkpoint directory (config.json + weights). Default: the embedded model in model/.")
+@click.option("--task", default="qa", show_default=True, help=TASK_HELP)
+@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+              help="Output directory (new or empty, or a previous export to replace).")
+@click.option("--attention", type=click.Choice(["lsh", "expectation"]), default="lsh", show_default=True,
+              help="lsh: FastHash + LSHCumulation custom ops (linear cost); expectation: exact YOSO-E with standard ONNX ops.")
+@click.option("--opset", type=int, default=None, help="ONNX opset (17 or higher; default 18).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random hash functions (signs).")
+@click.option("--atol", type=float, default=1e-4, show_default=True,
+              help="Max abs difference allowed between ONNX Runtime and PyTorch in the post-export check.")
+@click.option("--debug-codes", is_flag=True, help="Also output every layer's hash codes (for parity debugging).")
+@click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
+def export_cmd(model_dir, task, output, attention, opset, seed, atol, debug_codes, no_validate):
+    """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
+
+    After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
+    and compared with the PyTorch reference; the command fails if an output differs by more than
+    --atol or a hash code differs at all.
+    """
+    from .export import DEFAULT_OPSET, ParityError, export
+
+    t0 = time.perf_counter()
+    try:
+        result = export(model_dir, output, task=task, attention=attention,
+                        opset=DEFAULT_OPSET if opset is None else opset, seed=seed,
+                        debug_codes=debug_codes, validate=not no_validate, atol=atol)
+    except ParityError as e:
+        click.echo(e.result.parity_table())
+        raise
+    click.echo(f"exported {result.manifest['task']} ({result.manifest['attention']}) to {result.onnx_path} "
+               f"in {result.export_seconds:.1f}s")
+    if result.parity:
+        click.echo(f"ONNX Runtime vs PyTorch ({result.parity_seconds:.1f}s):")
+        click.echo(result.parity_table())
+    click.echo(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _load_manifest(model_dir: Path) -> dict:
+    from .export import MANIFEST
+
+    path = Path(model_dir) / MANIFEST
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
+    return json.loads(path.read_text())
+
+
+def _feeds_from_json(spec_inputs: list[dict], source: str) -> dict:
+    import numpy as np
+
+    text = Path(source).read_text() if Path(source).is_file() else source
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--input is neither a JSON file nor valid JSON ({e.msg} at char {e.pos})") from e
+    feeds = {}
+    for t in spec_inputs:
+        if t["name"] not in data:
+            if t["name"] == "attention_mask" and "input_ids" in data:
+                feeds[t["name"]] = np.ones_like(np.asarray(data["input_ids"], dtype=np.int64))
+                continue
+            if t["name"] == "token_type_ids" and "input_ids" in data:
+                feeds[t["name"]] = np.zeros_like(np.asarray(data["input_ids"], dtype=np.int64))
+                continue
+            raise ValueError(f"--input lacks {t['name']!r} (needs: {', '.join(x['name'] for x in spec_inputs)})")
+        arr = np.asarray(data[t["name"]], dtype=t["dtype"])
+        if arr.ndim == len(t["dims"]) - 1:
+            arr = arr[None]
+        if arr.ndim != len(t["dims"]):
+            raise ValueError(f"--input {t['name']!r} has rank {arr.ndim}; expected {len(t['dims'])} ({t['dims']})")
+        feeds[t["name"]] = arr
+    return feeds
+
+
+def _feeds_from_text(model_dir: Path, manifest: dict, texts: tuple, pair: str | None) -> tuple[dict, object]:
+    from transformers import AutoTokenizer
+
+    if not (Path(model_dir) / "tokenizer.json").is_file() and not (Path(model_dir) / "vocab.txt").is_file():
+        raise FileNotFoundError(f"{str(model_dir)!r} has no tokenizer files; use --input JSON with token ids")
+    tok = AutoTokenizer.from_pretrained(str(model_dir))
+    names = [t["name"] for t in manifest["inputs"]]
+    if manifest["task"] == "multiple-choice":
+        first = [texts[0]] * (len(texts) - 1) if len(texts) > 1 else list(texts)
+        choices = list(texts[1:]) or list(texts)
+        enc = tok(first, choices, padding=True, truncation=True, max_length=manifest["max_sequence_length"], return_tensors="np")
+        feeds = {n: enc[n][None].astype("int64") for n in names if n in enc}
+    else:
+        enc = tok(list(texts), [pair] * len(texts) if pair else None, padding=True, truncation=True,
+                  max_length=manifest["max_sequence_length"], return_tensors="np")
+        feeds = {n: enc[n].astype("int64") for n in names if n in enc}
+    return feeds, tok
+
+
+@main.command("run")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
+              help="Export directory (from 'yoso-deploy export').")
+@click.option("--input", "input_json", default=None,
+              help='JSON file or inline JSON mapping input names to nested lists, e.g. {"input_ids": [[0, 5, 2]]}.')
+@click.option("--text", "texts", multiple=True,
+              help="Text to tokenize with the export's tokenizer (repeat for a batch; for multiple-choice: the prompt then each choice).")
+@click.option("--text-pair", default=None, help="Second segment for every --text (e.g. the context for qa).")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--output-json", type=click.Path(path_type=Path), default=None, help="Write all outputs to this JSON file.")
+def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json):
+    """Run an exported model with ONNX Runtime (libyoso_ort.so registered) and print its outputs."""
+    import numpy as np
+
+    from .runtime import create_session
+
+    manifest = _load_manifest(model_dir)
+    if bool(input_json) == bool(texts):
+        raise click.UsageError("give exactly one of --input JSON or --text TEXT")
+    tok = None
+    if input_json:
+        feeds = _feeds_from_json(manifest["inputs"], input_json)
+    else:
+        feeds, tok = _feeds_from_text(model_dir, manifest, texts, text_pair)
+    sess = create_session(Path(model_dir) / manifest.get("model_file", "model.onnx"), intra_op_threads=threads)
+    names = [o.name for o in sess.get_outputs()]
+    t0 = time.perf_counter()
+    outs = dict(zip(names, sess.run(names, feeds)))
+    ms = 1000 * (time.perf_counter() - t0)
+    shape = "x".join(str(s) for s in feeds["input_ids"].shape)
+    click.echo(f"ran {manifest['task']} ({manifest['attention']}) on input {shape} in {ms:.1f} ms")
+    np.set_printoptions(precision=4, suppress=True, threshold=20, edgeitems=3)
+    for n, v in outs.items():
+        click.echo(f"{n} {list(v.shape)} {v.dtype}:\n{v}")
+    if manifest["task"] == "qa" and tok is not None:
+        start, end = outs["start_logits"], outs["end_logits"]
+        for i in range(start.shape[0]):
+            valid = feeds["attention_mask"][i].astype(bool)
+            s_log = np.where(valid, start[i], -np.inf)
+            e_log = np.where(valid, end[i], -np.inf)
+            s = int(np.argmax(s_log))
+            e = s + int(np.argmax(e_log[s:]))
+            answer = tok.decode(feeds["input_ids"][i][s : e + 1], skip_special_tokens=True)
+            click.echo(f"answer[{i}]: {answer!r} (tokens {s}..{e}, score {float(s_log[s] + e_log[e]):.3f})")
+    if output_json:
+        output_json.write_text(json.dumps({n: v.tolist() for n, v in outs.items()}))
+        click.echo(f"wrote {output_json}")
+
+
+def _int_list(value: str, what: str) -> list[int]:
+    try:
+        out = [int(v) for v in str(value).split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, e.g. 1,4") from None
+    if not out or any(v < 1 for v in out):
+        raise click.BadParameter(f"{what} must list positive integers, e.g. 1,4")
+    return out
+
+
+def _backend_list(value: str | None) -> list[str] | None:
+    return [b.strip() for b in value.split(",") if b.strip()] if value else None
+
+
+def _default_export_dir() -> Path:
+    """Where the main job puts the default export; validate/bench use it when --model is not given."""
+    return Path("out") / "qa"
+
+
+@main.command("validate")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
+@click.option("--backends", default="torch,ort-cpu,ort-cuda,trt", show_default=True,
+              help="Comma-separated backends; the first available one is the reference. Unavailable ones are listed with the reason.")
+@click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes (comma-separated).")
+@click.option("--seq-len", "seq_lens", default="16,128", show_default=True, help="Sequence lengths (comma-separated).")
+@click.option("--atol", multiple=True, help="Absolute tolerance, global (1e-4) or per output (start_logits=1e-3); repeatable.")
+@click.option("--rtol", multiple=True, help="Relative tolerance, global (1e-3) or per output; repeatable.")
+@click.option("--inputs", type=click.Path(path_type=Path), default=None,
+              help="Use these inputs instead of generated ones: .npz, or JSON (object or list of objects, name -> nested list).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None,
+              help="Checkpoint directory of the PyTorch reference (default: the export's source model).")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write validation.json and validation.md here.")
+@click.option("--verbose", is_flag=True, help="Show polygraphy's log.")
+def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, inputs, reference, report_dir, verbose):
+    """Check that every available backend computes the PyTorch reference's outputs (via polygraphy).
+
+    Inputs are generated from the export's input spec with realistic padding (row i > 0 of a batch
+    is right-padded), or loaded with --inputs. Hash codes (exports made with --debug-codes) must be
+    identical. Exit code 1 if any output fails; the failing backend and output are named.
+    """
+    from . import validate as v
+
+    a, a_per = v.parse_tolerances(atol, v.DEFAULT_ATOL)
+    r, r_per = v.parse_tolerances(rtol, v.DEFAULT_RTOL)
+    res = v.compare(model_dir or _default_export_dir(), backends=_backend_list(backends),
+                    batches=_int_list(batches, "--batch"), seq_lens=_int_list(seq_lens, "--seq-len"),
+                    atol={"*": a, **a_per}, rtol={"*": r, **r_per}, inputs=inputs, reference=reference,
+                    report_dir=report_dir, verbose=verbose)
+    for b in res.backends.values():
+        if not b.available:
+            click.echo(f"skipped {b.name}: {b.reason}")
+    click.echo(f"reference: {res.reference}; {len(res.cases)} input case(s)")
+    click.echo(res.table())
+    if report_dir:
+        click.echo(f"report: {report_dir}/validation.md")
+    if not res.passed:
+        bad = ", ".join(f"{f.backend}:{f.output}" for f in res.failures())
+        raise click.ClickException(f"validation FAILED for {bad}")
+    click.echo("validation passed")
+
+
+@main.command("bench")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
+@click.option("--backends", default="ort-cpu", show_default=True, help="Comma-separated: torch, ort-cpu, ort-cuda, trt.")
+@click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes (comma-separated).")
+@click.option("--seq-len", "seq_lens", default="128,512,2048", show_default=True, help="Sequence lengths (comma-separated).")
+@click.option("--warmup", type=int, default=3, show_default=True, help="Untimed runs before timing each case.")
+@click.option("--iterations", type=int, default=None, help="Timed runs per case (default 20 unless --seconds).")
+@click.option("--seconds", type=float, default=None, help="Time each case for this many seconds instead.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (ORT) / torch threads (default: all cores).")
+@click.option("--reference", type=click.Path(path_type=Path), default=None, help="Checkpoint for the torch backend.")
+@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+              help="Write report.json, report.md and latency.png here.")
+def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, seconds, threads, reference, report_dir):
+    """Measure latency (p50/p90/p99/mean), throughput and peak memory per backend, batch and length."""
+    from . import bench
+
+    if iterations is None and seconds is None:
+        iterations = 20
+    res = bench.run(model_dir or _default_export_dir(), backends=_backend_list(backends),
+                    batches=_int_list(batches, "--batch"), seq_lens=_int_list(seq_lens, "--seq-len"),
+                    warmup=warmup, iterations=iterations, seconds=seconds, threads=threads, reference=reference,
+                    report_dir=report_dir, progress=sys.stderr.isatty())
+    for b in res.backends.values():
+        if not b.available:
+            click.echo(f"skipped {b.name}: {b.reason}")
+    m = res.machine
+    click.echo(f"{m['cpu']} ({m['cores']} cores), onnxruntime {m['onnxruntime']}, torch {m['torch']}")
+    click.echo(res.table())
+    if report_dir:
+        click.echo(f"report: {report_dir}/report.md, report.json, latency.png")
+
+
+@main.command("qa")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="QA export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
+@click.option("--question", required=True, help="The question.")
+@click.option("--context", default=None, help="The context text.")
+@click.option("--context-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+              help="Read the context from this UTF-8 file instead.")
+@click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="How many answers to print.")
+@click.option("--max-answer-len", type=click.IntRange(min=1), default=30, show_default=True, help="Longest answer in tokens.")
+@click.option("--max-seq-len", type=click.IntRange(min=8), default=None, help="Window length in tokens (default: the model's maximum).")
+@click.option("--doc-stride", type=click.IntRange(min=0), default=128, show_default=True, help="Token overlap between windows.")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Execution provider; a missing provider is an error, not a fallback.")
+@click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
+@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
+def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, max_seq_len, doc_stride, provider,
+           threads, as_json):
+    """Answer a question about a context with an exported QA model (ONNX Runtime)."""
+    from .runtime.qa import QuestionAnsweringPipeline
+
+    if (context is None) == (context_file is None):
+        raise click.UsageError("give exactly one of --context TEXT or --context-file FILE")
+    if context_file is not None:
+        context = context_file.read_text(encoding="utf-8")
+    pipe = QuestionAnsweringPipeline.from_pretrained(model_dir or _default_export_dir(), provider=provider,
+                                                     max_seq_len=max_seq_len, doc_stride=doc_stride,
+                                                     intra_op_threads=threads)
+    answers = pipe.answer(question, context, top_k=top_k, max_answer_len=max_answer_len)
+    if as_json:
+        click.echo(json.dumps([a.to_json() for a in answers], indent=2))
+        return
+    if not answers:
+        click.echo("no answer found")
+    for rank, a in enumerate(answers, 1):
+        click.echo(f"{rank}. {a.answer!r}  score {a.score:.4f}  span [{a.start}, {a.end})")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Loading and building the reference YOSO models.
+
+The reference model *is* the transformers model class of the task (so weights, heads, embeddings,
+``save_pretrained`` and the state-dict layout are exactly transformers'), with every layer's
+self-attention swapped for :class:`YosoReferenceSelfAttention`. The swap reuses the loaded
+``query``/``key``/``value``/``conv`` modules, so no weight is copied or re-initialised.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from transformers import (
+    YosoConfig,
+    YosoForMaskedLM,
+    YosoForMultipleChoice,
+    YosoForQuestionAnswering,
+    YosoForSequenceClassification,
+    YosoForTokenClassification,
+    YosoModel,
+)
+
+from . import ops
+from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
+
+TASK_CLASSES = {
+    "base": YosoModel,
+    "mlm": YosoForMaskedLM,
+    "sequence-classification": YosoForSequenceClassification,
+    "multiple-choice": YosoForMultipleChoice,
+    "token-classification": YosoForTokenClassification,
+    "qa": YosoForQuestionAnswering,
+}
+
+TASK_ALIASES = {
+    "feature-extraction": "base",
+    "default": "base",
+    "masked-lm": "mlm",
+    "fill-mask": "mlm",
+    "text-classification": "sequence-classification",
+    "sequence_classification": "sequence-classification",
+    "multiple_choice": "multiple-choice",
+    "token_classification": "token-classification",
+    "ner": "token-classification",
+    "question-answering": "qa",
+    "question_answering": "qa",
+}
+
+
+def canonical_task(task: str) -> str:
+    """Map a task name or alias to one of :data:`TASK_CLASSES`; ``ValueError`` names the choices."""
+    t = str(task).strip().lower()
+    t = TASK_ALIASES.get(t, t)
+    if t not in TASK_CLASSES:
+        choices = ", ".join(list(TASK_CLASSES) + sorted(TASK_ALIASES))
+        raise ValueError(f"unknown task {task!r}; choose one of: {choices}")
+    return t
+
+
+def task_for_architecture(config: YosoConfig) -> str | None:
+    """Guess the task from ``config.architectures`` (e.g. ``YosoForQuestionAnswering`` -> ``qa``)."""
+    for arch in getattr(config, "architectures", None) or []:
+        for task, cls in TASK_CLASSES.items():
+            if cls.__name__ == arch:
+                return task
+    return None
+
+
+def _attention_layers(model):
+    base = model if isinstance(model, YosoModel) else model.yoso
+    return [layer.attention for layer in base.encoder.layer]
+
+
+def layer_signs(config: YosoConfig, seed: int) -> list[torch.Tensor]:
+    """The signs of every layer for a seed: one CPU generator seeded with ``seed``, layers drawn in order."""
+    heads = config.num_attention_heads
+    head_dim = config.hidden_size // heads
+    hash_dim = ops.hash_dim_for(head_dim, config.hash_code_len)
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    return [
+        ops.draw_signs(heads, int(config.num_hash), int(config.hash_code_len), hash_dim, generator=gen)
+        for _ in range(config.num_hidden_layers)
+    ]
+
+
+def convert_model(model, attention: str = "lsh", seed: int = 0):
+    """Swap the self-attention of a transformers YOSO model for the reference one, in place.
+
+    Returns the model, in eval mode, with ``model.yoso_attention`` and ``model.yoso_seed`` set.
+    """
+    if attention not in ATTENTION_MODES:
+        raise ValueError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+    config = model.config
+    signs = layer_signs(config, seed)
+    for att, s in zip(_attention_layers(model), signs):
+        old = att.self
+        device = old.query.weight.device
+        att.self = YosoReferenceSelfAttention(
+            config,
+            attention=attention,
+            signs=s.to(device),
+            query=old.query,
+            key=old.key,
+            value=old.value,
+            conv=getattr(old, "conv", None),
+        )
+    model.yoso_attention = attention
+    model.yoso_seed = int(seed)
+    return model.eval()
+
+
+def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", seed: int = 0):
+    """A randomly initialised reference model for ``config`` (weights from torch's global RNG)."""
+    cls = TASK_CLASSES[canonical_task(task)]
+    return convert_model(cls(config), attention=attention, seed=seed)
+
+
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """Raise a clear error unless ``path`` is a directory holding a YOSO config and weights."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model directory {str(p)!r} does not exist; pass a Hugging Face YOSO checkpoint directory")
+    if not p.is_dir():
+        raise NotADirectoryError(f"{str(p)!r} is not a directory; pass the checkpoint *directory* (with config.json)")
+    cfg = p / "config.json"
+    if not cfg.is_file():
+        raise FileNotFoundError(f"{str(p)!r} has no config.json; it is not a Hugging Face checkpoint directory")
+    try:
+        model_type = json.loads(cfg.read_text()).get("model_type")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{cfg} is not valid JSON ({e}); re-save the checkpoint with save_pretrained") from e
+    if model_type != "yoso":
+        raise ValueError(f"{cfg} has model_type={model_type!r}; yoso-deploy handles only 'yoso' models")
+    weights = [f for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json") if (p / f).is_file()]
+    if not weights:
+        raise FileNotFoundError(f"{str(p)!r} has no weights (model.safetensors or pytorch_model.bin)")
+    return p
+
+
+def load_model(
+    path: str | Path,
+    task: str | None = None,
+    attention: str = "lsh",
+    seed: int = 0,
+    dtype: torch.dtype = torch.float32,
+    **config_overrides,
+):
+    """Load a Hugging Face YOSO checkpoint directory as a reference model.
+
+    ``task`` defaults to the checkpoint's architecture (``base`` if it names none). Heads absent
+    from the checkpoint are randomly initialised by transformers (it warns, as usual).
+    ``config_overrides`` (e.g. ``num_hash=128``) change the YOSO hyper-parameters for this load.
+    """
+    p = check_checkpoint_dir(path)
+    config = YosoConfig.from_pretrained(str(p), **config_overrides)
+    if task is None:
+        task = task_for_architecture(config) or "base"
+    cls = TASK_CLASSES[canonical_task(task)]
+    model = cls.from_pretrained(str(p), config=config, dtype=dtype)
+    return convert_model(model, attention=attention, seed=seed)

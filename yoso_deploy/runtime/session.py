@@ -1,0 +1,147 @@
+"""ONNX Runtime sessions with ``libyoso_ort.so`` registered."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from .._native import ort_build_info, ort_library_path
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, CPU.lower(): CPU, CUDA.lower(): CUDA}
+
+
+class RuntimeVersionError(RuntimeError):
+    """The installed onnxruntime is older than the API libyoso_ort.so was built against."""
+
+
+class ProviderUnavailableError(RuntimeError):
+    """A requested execution provider is not available in this onnxruntime build."""
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    parts = []
+    for p in v.split("+")[0].split(".")[:3]:
+        digits = "".join(ch for ch in p if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+def check_runtime_version() -> None:
+    """Refuse an onnxruntime older than the headers the library was compiled with."""
+    import onnxruntime as ort
+
+    built = ort_build_info().get("ort_headers_version")
+    if built and _version_tuple(ort.__version__) < _version_tuple(built):
+        raise RuntimeVersionError(
+            f"onnxruntime {ort.__version__} is older than {built}, the ONNX Runtime API libyoso_ort.so was "
+            f"built against; upgrade with 'pip install -U \"onnxruntime>={built}\"'"
+        )
+
+
+def session_options(intra_op_threads: int | None = None, inter_op_threads: int | None = None):
+    """``SessionOptions`` with the custom-op library registered and thread counts set."""
+    import onnxruntime as ort
+
+    check_runtime_version()
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(str(ort_library_path()))
+    if intra_op_threads is not None:
+        if int(intra_op_threads) < 0:
+            raise ValueError(f"intra_op_threads must be >= 0 (0 = all cores), got {intra_op_threads}")
+        so.intra_op_num_threads = int(intra_op_threads)
+    if inter_op_threads is not None:
+        if int(inter_op_threads) < 0:
+            raise ValueError(f"inter_op_threads must be >= 0, got {inter_op_threads}")
+        so.inter_op_num_threads = int(inter_op_threads)
+    return so
+
+
+def resolve_providers(provider: str | list | tuple | None, device_id: int = 0,
+                      gpu_mem_limit: int | None = None) -> list:
+    """Provider names/aliases -> the ``providers`` argument of ``InferenceSession``.
+
+    ``"cuda"`` becomes ``[("CUDAExecutionProvider", {device_id, gpu_mem_limit}), "CPUExecutionProvider"]``
+    (CPU stays as ORT's fallback for nodes CUDA does not implement, never instead of CUDA).
+    A provider this onnxruntime lacks raises :class:`ProviderUnavailableError`.
+    """
+    import onnxruntime as ort
+
+    names = [provider] if isinstance(provider, str) or provider is None else list(provider)
+    out, available = [], ort.get_available_providers()
+    for p in names:
+        name = PROVIDER_ALIASES.get(str(p or "cpu").lower(), p)
+        if name not in available:
+            raise ProviderUnavailableError(
+                f"execution provider {name} is not available in this onnxruntime {ort.__version__} "
+                f"(available: {', '.join(available)}); "
+                + ("install onnxruntime-gpu and run on a machine with an NVIDIA GPU" if name == CUDA
+                   else "check the provider name")
+            )
+        if name == CUDA:
+            opts = {"device_id": int(device_id)}
+            if gpu_mem_limit is not None:
+                opts["gpu_mem_limit"] = int(gpu_mem_limit)
+            out.append((CUDA, opts))
+        elif name not in out:
+            out.append(name)
+    if any(isinstance(p, tuple) and p[0] == CUDA for p in out) and CPU not in out:
+        out.append(CPU)
+    return out
+
+
+def _optimized_cache_path(model_path: Path, cache_dir: Path, level_name: str) -> Path:
+    import onnxruntime as ort
+
+    h = hashlib.sha256()
+    with open(model_path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    h.update(f"{ort.__version__}|{level_name}|{ort_library_path().stat().st_size}".encode())
+    return cache_dir / f"{model_path.stem}.{h.hexdigest()[:16]}.opt.onnx"
+
+
+def create_session(
+    model_path: str | Path,
+    providers: str | list | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    device_id: int = 0,
+    gpu_mem_limit: int | None = None,
+    optimized_cache_dir: str | Path | None = None,
+):
+    """An ``InferenceSession`` for an exported YOSO model with ``libyoso_ort.so`` registered.
+
+    ``providers``: ``"cpu"`` (default), ``"cuda"``, or a list of ORT provider names. A requested
+    provider that is unavailable is an error, never a silent fallback.
+
+    ``optimized_cache_dir``: the first session runs ORT's graph optimisations (extended level, which
+    is hardware independent) and saves the optimised model there (keyed by the model's hash and
+    the ORT version); later sessions load it with optimisations off, so start-up skips them.
+    """
+    import onnxruntime as ort
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise FileNotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
+    prov = resolve_providers(providers, device_id=device_id, gpu_mem_limit=gpu_mem_limit)
+    so = session_options(intra_op_threads, inter_op_threads)
+    path = model_path
+    if optimized_cache_dir is not None:
+        cache_dir = Path(optimized_cache_dir)
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        cached = _optimized_cache_path(model_path, cache_dir, "extended")
+        if cached.is_file():
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+            path = cached
+        else:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+            so.optimized_model_filepath = str(tmp)
+            sess = ort.InferenceSession(str(model_path), sess_options=so, providers=prov)
+            if tmp.is_file():
+                os.replace(tmp, cached)  # atomic: concurrent creators never see a partial file
+            return sess
+    return ort.InferenceSession(str(path), sess_options=so, providers=prov)
