@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The main job: set up, export the embedded default model for question answering, check ONNX Runtime
-# against PyTorch (part of export), and answer a question with the exported model.
+# The main job: set up, export the embedded default model for question answering (the export
+# checks ONNX Runtime against PyTorch), validate it with polygraphy, and answer a question with it
+# through ONNX Runtime.
 #   scripts/main.sh [OUTPUT_DIR]      (default: out/qa)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,5 +10,6 @@ venv="${YOSO_VENV:-$root/.venv}"
 out="${1:-$root/out/qa}"
 set -x
 "$venv/bin/yoso-deploy" export --task qa --output "$out"
-"$venv/bin/yoso-deploy" run --model "$out" \
-  --text "Where did Ada move?" --text-pair "Ada moved to Oslo in 1999 and bought a red lamp."
+"$venv/bin/yoso-deploy" validate --model "$out" --batch 1,4 --seq-len 16,128,512
+"$venv/bin/yoso-deploy" qa --model "$out" --question "Where did Ada move?" \
+  --context "Ada moved to Oslo in 1999 and bought a red lamp. Bruno moved to Lima in 2004."

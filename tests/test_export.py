@@ -151,3 +151,31 @@ def test_export_errors(tmp_path):
         export(ckpt, tmp_path / "file")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         export(tmp_path / "missing", tmp_path / "o4")
+
+
+@pytest.mark.parametrize("attention", ["lsh", "expectation"])
+def test_fp16_export(tmp_path, attention):
+    ckpt = make_checkpoint(tmp_path / "ckpt", "qa")
+    result = export(ckpt, tmp_path / "out", task="qa", attention=attention, dtype="fp16")
+    assert result.manifest["dtype"] == "fp16"
+    assert [t["dtype"] for t in result.manifest["outputs"]] == ["float16", "float16"]
+    assert "CUDAExecutionProvider" in result.skipped_validation and not result.parity
+    register_schemas()
+    model = onnx.load(str(result.onnx_path))
+    onnx.checker.check_model(model, full_check=True)
+    assert all(o.type.tensor_type.elem_type == onnx.TensorProto.FLOAT16 for o in model.graph.output)
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    custom = [n for n in model.graph.node if n.domain == "com.yoso"]
+    assert len(custom) == (6 if attention == "lsh" else 0)
+    for n in custom:
+        if n.op_type == "LSHCumulation":  # fp16 values in, fp16 out; codes stay int32
+            assert types[n.input[4]] == onnx.TensorProto.FLOAT16
+            assert types[n.output[0]] == onnx.TensorProto.FLOAT16
+        else:  # FastHash widens fp16 to fp32 internally; the signs stay fp32
+            assert types[n.input[0]] == onnx.TensorProto.FLOAT16
+            assert types[n.output[0]] == onnx.TensorProto.INT32
+    inits = {i.name: i.data_type for i in model.graph.initializer}
+    assert any(t == onnx.TensorProto.FLOAT16 for t in inits.values())
+    with pytest.raises(ExportError, match="unknown dtype"):
+        export(ckpt, tmp_path / "o2", dtype="bf16")

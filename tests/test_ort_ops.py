@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import torch
 
-import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
@@ -385,7 +384,7 @@ def test_build_info_sidecar(lib):
     data = json.loads(info.read_text())
     assert isinstance(data["ort_api_version"], int) and data["ort_api_version"] >= 1
     assert data["ort_headers_version"].startswith("1.")
-    assert data["cuda"] is False
+    assert isinstance(data["cuda"], bool)  # true only in -DYOSO_BUILD_CUDA=ON builds
 
 
 def test_register_refuses_older_runtime(lib):

@@ -90,6 +90,21 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+def _device_memory_mb() -> float:
+    """GPU memory in use (MiB) per nvidia-smi, or NaN where there is none."""
+    import shutil
+    import subprocess
+
+    if shutil.which("nvidia-smi") is None:
+        return float("nan")
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.used", "--format=csv,noheader,nounits"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+        return float(out.split()[0])
+    except (subprocess.SubprocessError, ValueError, IndexError):
+        return float("nan")
+
+
 def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int | None, reference):
     """Return (run(feeds) -> None, close(), memory_kind)."""
     if backend in ("ort-cpu", "ort-cuda"):
@@ -100,6 +115,12 @@ def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int |
                               intra_op_threads=threads)
         names = [o.name for o in sess.get_outputs()]
         return (lambda feeds: sess.run(names, feeds)), (lambda: None), ("device" if backend == "ort-cuda" else "RSS")
+    if backend == "trt":
+        from .trt import make_trt_runner
+
+        runner = make_trt_runner(model_dir / "model.plan")
+        runner.activate()
+        return (lambda feeds: runner.infer(feeds)), runner.deactivate, "device"
     if backend == "torch":
         import torch
 
@@ -183,7 +204,8 @@ def run(
                             backend, int(bs), int(s), len(times),
                             {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)),
                              "p99": float(np.percentile(ms, 99)), "mean": float(ms.mean()), "min": float(ms.min())},
-                            bs / mean_s, bs * s / mean_s, _peak_rss_mb(), mem_kind))
+                            bs / mean_s, bs * s / mean_s,
+                            _device_memory_mb() if mem_kind == "device" else _peak_rss_mb(), mem_kind))
                         if bar is not None:
                             bar.update(1)
             finally:

@@ -76,9 +76,12 @@ TASK_HELP = (
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random hash functions (signs).")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
               help="Max abs difference allowed between ONNX Runtime and PyTorch in the post-export check.")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="Float type of weights and activations. fp16 is for GPU backends (TensorRT strongly typed "
+                   "networks, ORT CUDA); hashing stays fp32 inside FastHash.")
 @click.option("--debug-codes", is_flag=True, help="Also output every layer's hash codes (for parity debugging).")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
-def export_cmd(model_dir, task, output, attention, opset, seed, atol, debug_codes, no_validate):
+def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, debug_codes, no_validate):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -91,25 +94,18 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, debug_code
     try:
         result = export(model_dir, output, task=task, attention=attention,
                         opset=DEFAULT_OPSET if opset is None else opset, seed=seed,
-                        debug_codes=debug_codes, validate=not no_validate, atol=atol)
+                        debug_codes=debug_codes, validate=not no_validate, atol=atol, dtype=dtype)
     except ParityError as e:
         click.echo(e.result.parity_table())
         raise
     click.echo(f"exported {result.manifest['task']} ({result.manifest['attention']}) to {result.onnx_path} "
                f"in {result.export_seconds:.1f}s")
+    if result.skipped_validation:
+        click.echo(f"parity check skipped: {result.skipped_validation}")
     if result.parity:
         click.echo(f"ONNX Runtime vs PyTorch ({result.parity_seconds:.1f}s):")
         click.echo(result.parity_table())
     click.echo(f"done in {time.perf_counter() - t0:.1f}s")
-
-
-def _load_manifest(model_dir: Path) -> dict:
-    from .export import MANIFEST
-
-    path = Path(model_dir) / MANIFEST
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
-    return json.loads(path.read_text())
 
 
 def _feeds_from_json(spec_inputs: list[dict], source: str) -> dict:
@@ -168,13 +164,20 @@ def _feeds_from_text(model_dir: Path, manifest: dict, texts: tuple, pair: str | 
 @click.option("--text-pair", default=None, help="Second segment for every --text (e.g. the context for qa).")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--output-json", type=click.Path(path_type=Path), default=None, help="Write all outputs to this JSON file.")
-def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json):
-    """Run an exported model with ONNX Runtime (libyoso_ort.so registered) and print its outputs."""
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+              help="ort: ONNX Runtime with libyoso_ort.so; trt: the TensorRT engine made by 'yoso-deploy build-engine'.")
+@click.option("--engine", "engine_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="TensorRT engine for --backend trt (default: <model>/model.plan).")
+@click.option("--plugins", default="auto", show_default=True,
+              help="TensorRT plugin library for --backend trt ('auto' = the installed libyoso_trt.so).")
+def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json, backend, engine_path, plugins):
+    """Run an exported model with ONNX Runtime (libyoso_ort.so registered) or TensorRT and print its outputs."""
     import numpy as np
 
+    from .export import load_manifest
     from .runtime import create_session
 
-    manifest = _load_manifest(model_dir)
+    manifest = load_manifest(model_dir)
     if bool(input_json) == bool(texts):
         raise click.UsageError("give exactly one of --input JSON or --text TEXT")
     tok = None
@@ -182,13 +185,25 @@ def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json):
         feeds = _feeds_from_json(manifest["inputs"], input_json)
     else:
         feeds, tok = _feeds_from_text(model_dir, manifest, texts, text_pair)
-    sess = create_session(Path(model_dir) / manifest.get("model_file", "model.onnx"), intra_op_threads=threads)
-    names = [o.name for o in sess.get_outputs()]
-    t0 = time.perf_counter()
-    outs = dict(zip(names, sess.run(names, feeds)))
-    ms = 1000 * (time.perf_counter() - t0)
+    if backend == "trt":
+        from . import trt as ytrt
+
+        ytrt.require_tensorrt()
+        runner = ytrt.make_trt_runner(engine_path or Path(model_dir) / "model.plan", plugins=plugins)
+        with runner:  # engine deserialization and buffer setup stay outside the timing
+            t0 = time.perf_counter()
+            raw = runner.infer(feed_dict={k: np.ascontiguousarray(v) for k, v in feeds.items()})
+            ms = 1000 * (time.perf_counter() - t0)
+        names = [t["name"] for t in manifest["outputs"]] + [t["name"] for t in manifest.get("debug_outputs", [])]
+        outs = {n: np.asarray(raw[n]) for n in names if n in raw}
+    else:
+        sess = create_session(Path(model_dir) / manifest.get("model_file", "model.onnx"), intra_op_threads=threads)
+        names = [o.name for o in sess.get_outputs()]
+        t0 = time.perf_counter()
+        outs = dict(zip(names, sess.run(names, feeds)))
+        ms = 1000 * (time.perf_counter() - t0)
     shape = "x".join(str(s) for s in feeds["input_ids"].shape)
-    click.echo(f"ran {manifest['task']} ({manifest['attention']}) on input {shape} in {ms:.1f} ms")
+    click.echo(f"ran {manifest['task']} ({manifest['attention']}) on input {shape} with {backend} in {ms:.1f} ms")
     np.set_printoptions(precision=4, suppress=True, threshold=20, edgeitems=3)
     for n, v in outs.items():
         click.echo(f"{n} {list(v.shape)} {v.dtype}:\n{v}")
@@ -203,7 +218,11 @@ def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json):
             answer = tok.decode(feeds["input_ids"][i][s : e + 1], skip_special_tokens=True)
             click.echo(f"answer[{i}]: {answer!r} (tokens {s}..{e}, score {float(s_log[s] + e_log[e]):.3f})")
     if output_json:
-        output_json.write_text(json.dumps({n: v.tolist() for n, v in outs.items()}))
+        try:
+            output_json.write_text(json.dumps({n: v.tolist() for n, v in outs.items()}))
+        except OSError as e:
+            raise OSError(f"cannot write --output-json {str(output_json)!r}: {e.strerror or e}; "
+                          "choose a writable file path") from e
         click.echo(f"wrote {output_json}")
 
 
@@ -224,6 +243,69 @@ def _backend_list(value: str | None) -> list[str] | None:
 def _default_export_dir() -> Path:
     """Where the main job puts the default export; validate/bench use it when --model is not given."""
     return Path("out") / "qa"
+
+
+def _range3(value: str, what: str) -> tuple[int, int, int]:
+    vals = _int_list(value, what)
+    if len(vals) != 3 or not vals[0] <= vals[1] <= vals[2]:
+        raise click.BadParameter(f"{what} must be min,opt,max with min <= opt <= max, e.g. 1,128,512")
+    return vals[0], vals[1], vals[2]
+
+
+@main.command("build-engine")
+@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+              help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
+@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Engine file to write (default: <model>/model.plan).")
+@click.option("--plugins", default="auto", show_default=True,
+              help="TensorRT plugin library: 'auto' (the installed libyoso_trt.so), a path to libyoso_trt.so "
+                   "or libyoso_trt_dyn.so, or 'none' if already registered.")
+@click.option("--batch", "batch_range", default="1,1,8", show_default=True,
+              help="min,opt,max batch size of the optimization profile.")
+@click.option("--seq-len", "seq_range", default=None,
+              help="min,opt,max sequence length (default: 1,128,<the export's max_sequence_length>).")
+@click.option("--min-shapes", default=None,
+              help="Explicit profile instead of --batch/--seq-len, trtexec style: input_ids:1x1,attention_mask:1x1.")
+@click.option("--opt-shapes", default=None, help="e.g. input_ids:1x128,attention_mask:1x128.")
+@click.option("--max-shapes", default=None, help="e.g. input_ids:8x512,attention_mask:8x512.")
+@click.option("--fp16", is_flag=True,
+              help="Let TensorRT run layers in fp16 (weakly typed network + BuilderFlag.FP16). Default: strongly "
+                   "typed, every precision from the ONNX model (export with --dtype fp16 for an fp16 model).")
+@click.option("--workspace-mb", type=click.IntRange(min=1), default=None, help="Limit of TensorRT's workspace pool, MiB.")
+@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Timing cache file to read (if present) and update.")
+@click.option("--verbose", is_flag=True, help="Show TensorRT's verbose log.")
+def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_shapes, opt_shapes, max_shapes, fp16,
+                     workspace_mb, timing_cache, verbose):
+    """Build a TensorRT engine from an export; the com.yoso ops run as the plugins of libyoso_trt.so.
+
+    \b
+    Example:
+      yoso-deploy build-engine --model out/qa --batch 1,1,8 --seq-len 1,128,512
+      yoso-deploy run --model out/qa --backend trt --text "question" --text-pair "context"
+    """
+    from . import trt as ytrt
+
+    from .export import load_manifest
+
+    ytrt.require_tensorrt()  # "TensorRT runtime not installed: ..." before anything else
+    model_dir = model_dir or _default_export_dir()
+    manifest = load_manifest(model_dir)
+    onnx_path = Path(model_dir) / manifest.get("model_file", "model.onnx")
+    output = output or Path(model_dir) / "model.plan"
+    if min_shapes or opt_shapes or max_shapes:
+        mins, opts, maxs = (ytrt.parse_shapes(s) for s in (min_shapes, opt_shapes, max_shapes))
+    else:
+        seq = _range3(seq_range, "--seq-len") if seq_range else ytrt.DEFAULT_SEQUENCE
+        mins, opts, maxs = ytrt.profile_from_manifest(manifest, batch=_range3(batch_range, "--batch"), sequence=seq)
+    res = ytrt.build_engine(onnx_path, output, plugins=plugins, min_shapes=mins, opt_shapes=opts, max_shapes=maxs,
+                            fp16=fp16, workspace_mb=workspace_mb, timing_cache=timing_cache, verbose=verbose,
+                            progress=True)
+    for name, (mn, opt, mx) in res.profile.items():
+        click.echo(f"  {name}: min {list(mn)}  opt {list(opt)}  max {list(mx)}")
+    typing = "strongly typed" if res.strongly_typed else "weakly typed, fp16 allowed"
+    click.echo(f"built {res.engine_path} ({typing}) with TensorRT {res.tensorrt_version} in {res.seconds:.1f}s "
+               f"(plugins: {res.plugins or 'pre-registered'})")
 
 
 @main.command("validate")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import MANIFEST
+from .export import load_manifest
 from .export.spec import IOSpec, TensorSpec, make_inputs
 
 BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")
@@ -29,15 +29,6 @@ DEFAULT_RTOL = 1e-3
 
 class ValidationError(RuntimeError):
     """Validation could not run (bad arguments, nothing to compare)."""
-
-
-def load_manifest(model_dir: str | Path) -> dict:
-    path = Path(model_dir) / MANIFEST
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"export directory {str(model_dir)!r} does not exist; run 'yoso-deploy export' first")
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
-    return json.loads(path.read_text())
 
 
 def manifest_spec(manifest: dict) -> IOSpec:
@@ -84,10 +75,13 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
     except Exception as e:  # noqa: BLE001 - any failure makes ORT unavailable, with its reason
         out["ort-cpu"] = Backend("ort-cpu", False, str(e).splitlines()[0])
         out["ort-cuda"] = Backend("ort-cuda", False, str(e).splitlines()[0])
+    engine = Path(model_dir) / "model.plan"
     if importlib.util.find_spec("tensorrt") is None:
         out["trt"] = Backend("trt", False, "the TensorRT runtime (Python package 'tensorrt') is not installed; it needs an NVIDIA GPU")
+    elif not engine.is_file():
+        out["trt"] = Backend("trt", False, f"no engine {engine}; build one with 'yoso-deploy build-engine --model {model_dir}'")
     else:
-        out["trt"] = Backend("trt", False, "TensorRT validation needs a built engine runner, not available in this version")
+        out["trt"] = Backend("trt", True)
     return out
 
 
@@ -270,6 +264,10 @@ def compare(
             runners.append(make_ort_runner(onnx_path, "cpu", "ort-cpu"))
         elif b == "ort-cuda":
             runners.append(make_ort_runner(onnx_path, "cuda", "ort-cuda"))
+        elif b == "trt":
+            from .trt import make_trt_runner
+
+            runners.append(make_trt_runner(model_dir / "model.plan", name="trt"))
 
     if inputs is not None:
         cases = load_inputs(inputs, spec)

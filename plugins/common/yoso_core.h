@@ -2,7 +2,9 @@
 //
 // Everything here is a small inline function with no allocation, no exceptions and no library
 // dependency beyond <cstdint>, so the same code compiles for the host (the ONNX Runtime CPU
-// kernels) and, via YOSO_HD, for CUDA device code later.
+// kernels) and, via YOSO_HD, for the CUDA kernels (plugins/cuda), which build on the same
+// primitives (wht_butterfly, wht_pair_index, pack_code, is_valid_*) so that the CPU tests also
+// exercise the GPU's per-element math.
 //
 // Bit-exactness: FastHash codes must match the PyTorch reference bit for bit. The Walsh-Hadamard
 // transform below evaluates exactly the butterfly stages OPS.md prescribes (stride D/2 first) with
@@ -40,15 +42,23 @@ YOSO_HD inline int64_t num_parts(int64_t num_hash, int64_t hash_dim, int64_t has
 // Unnormalised Walsh-Hadamard transform of a[0..D), D a power of two, in the contract's order:
 // for s = D/2, D/4, ..., 1: (a[i], a[i+s]) <- (a[i] + a[i+s], a[i] - a[i+s]) for i mod 2s < s.
 // Butterflies within a stage are independent; only the stage order matters for the result.
+// One butterfly of a WHT stage: (a, b) <- (a + b, a - b), one IEEE add and one subtract.
+YOSO_HD inline void wht_butterfly(float* a, float* b) {
+  const float u = *a;
+  const float v = *b;
+  *a = u + v;
+  *b = u - v;
+}
+
+// Index i of the first element of butterfly k (0 <= k < D/2) in the stage of stride s (a power of
+// two): the butterflies of a stage, in increasing k, are the i with (i mod 2s) < s in increasing
+// order, paired with i + s. Lets D/2 threads run one stage in parallel (see plugins/cuda).
+YOSO_HD inline int wht_pair_index(int k, int s) { return ((k & ~(s - 1)) << 1) | (k & (s - 1)); }
+
 YOSO_HD inline void fwht_inplace(float* a, int D) {
   for (int s = D >> 1; s >= 1; s >>= 1) {
     for (int base = 0; base < D; base += 2 * s) {
-      for (int i = base; i < base + s; ++i) {
-        const float u = a[i];
-        const float v = a[i + s];
-        a[i] = u + v;
-        a[i + s] = u - v;
-      }
+      for (int i = base; i < base + s; ++i) wht_butterfly(a + i, a + i + s);
     }
   }
 }
@@ -57,6 +67,23 @@ YOSO_HD inline void fwht_inplace(float* a, int D) {
 YOSO_HD inline void sign_then_fwht(float* t, const float* sign, int D) {
   for (int i = 0; i < D; ++i) t[i] = t[i] * sign[i];
   fwht_inplace(t, D);
+}
+
+// One code from tau transformed values: bit i is set iff bits[i] > 0 (OPS.md FastHash step 5).
+YOSO_HD inline int32_t pack_code(const float* bits, int tau) {
+  uint32_t code = 0;
+  for (int i = 0; i < tau; ++i) {
+    // `> 0.0f` is false for +0, -0 and NaN: those give bit 0 as the contract requires.
+    code |= static_cast<uint32_t>(bits[i] > 0.0f) << i;
+  }
+  return static_cast<int32_t>(code);
+}
+
+// Value rules of the contract, shared by the host checks (yoso_validate.h) and device-side checks.
+YOSO_HD inline bool is_valid_mask_value(int32_t v) { return v == 0 || v == 1; }
+YOSO_HD inline bool is_valid_sign_value(float v) { return v == 1.0f || v == -1.0f; }
+YOSO_HD inline bool is_valid_code_value(int32_t c, int tau) {
+  return c >= 0 && static_cast<int64_t>(c) < (int64_t{1} << tau);
 }
 
 // Hashes one token for one part p (OPS.md FastHash steps 1-5).
@@ -75,13 +102,7 @@ YOSO_HD inline void hash_token_part(const float* x, const float* signs_h, int64_
   for (int64_t j = 0; j < per_part; ++j) {
     const int64_t f = p * per_part + j;
     if (f >= m) break;
-    uint32_t code = 0;
-    const float* bits = t + j * tau;
-    for (int i = 0; i < tau; ++i) {
-      // `> 0.0f` is false for +0, -0 and NaN: those give bit 0 as the contract requires.
-      code |= static_cast<uint32_t>(bits[i] > 0.0f) << i;
-    }
-    codes[f] = static_cast<int32_t>(code);
+    codes[f] = pack_code(t + j * tau, tau);
   }
 }
 

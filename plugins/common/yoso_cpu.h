@@ -4,6 +4,8 @@
 // can split the work over its own thread pool (ONNX Runtime: KernelContext_ParallelFor). They
 // expect inputs already validated by yoso_validate.h (shapes, mask values, code ranges) and never
 // read or write outside the tensors described by the dims. Only float32 is implemented so far.
+// On x86-64 CPUs with AVX2+FMA they run SIMD kernels chosen at run time (yoso_cpu_simd.h; the
+// environment variable YOSO_FORCE_SCALAR=1 forces the portable ones); results are the same.
 #pragma once
 
 #include <cstdint>
@@ -20,8 +22,9 @@ void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, c
 
 // LSHCumulation for the (b, h) slices [slice_begin, slice_end) of the flattened [B*H] space:
 // writes output[b, h, :, :]. When Sk = 0 the key-side pointers are not used (may be null).
-// Allocates its scratch once per call (so call it once per task, not
-// per element); throws std::bad_alloc if that fails, nothing else.
+// Gets its scratch once per call (so call it once per task, not per element): the AVX2 kernel
+// reuses a per-thread block (kept between calls up to 64 MiB), the scalar one allocates; throws
+// std::bad_alloc if that fails, nothing else.
 void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
                         const int32_t* query_mask, const int32_t* key_mask, const float* value,
                         float* output, int64_t slice_begin, int64_t slice_end);

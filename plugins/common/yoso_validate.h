@@ -1,6 +1,6 @@
 // yoso_validate.h -- host-side validation of the com.yoso op inputs (see plugins/OPS.md).
 //
-// Shared by every host framework binding (ONNX Runtime kernels now, TensorRT plugins later).
+// Shared by every host framework binding (ONNX Runtime CPU and CUDA kernels, TensorRT plugins).
 // Each check returns an error message, or an empty string when the input is valid. Messages name
 // the op, the input, what was expected, what was found, and how to fix it. Nothing here throws
 // except std::bad_alloc from building a message.
@@ -197,15 +197,35 @@ inline std::string check_fast_hash_shapes(ShapeRef x, ShapeRef mask, ShapeRef si
 // Value checks (read the data once; run them before any computation)
 // ---------------------------------------------------------------------------------------------
 
+// Messages for one invalid element (flat index `at` of the input). Shared by the host checks
+// below and by backends that detect the violation elsewhere (the CUDA kernels record the first
+// invalid index on the device; the host then formats the same message).
+inline std::string sign_value_error(float v, int64_t at) {
+  return detail::input_name("FastHash", "signs", 2) + " must hold only +1.0 or -1.0; got " +
+         detail::float_str(v) + " at flat index " + std::to_string(at) +
+         ". Fix: the sign diagonals are corrupted; re-export the model.";
+}
+
+inline std::string mask_value_error(const char* op, const char* input, int index, int32_t v,
+                                    int64_t at) {
+  return detail::input_name(op, input, index) + " must hold only 0 or 1; got " + std::to_string(v) +
+         " at flat index " + std::to_string(at) +
+         ". Fix: convert masks with Cast(Not(Equal(mask, 0)), to=int32) before the op.";
+}
+
+inline std::string code_value_error(const char* op, const char* input, int index, int32_t c,
+                                    int64_t at, int tau) {
+  const int64_t buckets = int64_t{1} << tau;
+  return detail::input_name(op, input, index) + " must hold codes in [0, 2^hash_code_len) = [0, " +
+         std::to_string(buckets) + ") for hash_code_len=" + std::to_string(tau) + "; got " +
+         std::to_string(c) + " at flat index " + std::to_string(at) +
+         ". Fix: feed FastHash outputs produced with the same hash_code_len.";
+}
+
 // Every signs entry must be exactly +1.0 or -1.0.
 inline std::string check_signs_values(const float* signs, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const float v = signs[i];
-    if (!(v == 1.0f || v == -1.0f)) {
-      return detail::input_name("FastHash", "signs", 2) +
-             " must hold only +1.0 or -1.0; got " + detail::float_str(v) + " at flat index " +
-             std::to_string(i) + ". Fix: the sign diagonals are corrupted; re-export the model.";
-    }
+    if (!is_valid_sign_value(signs[i])) return sign_value_error(signs[i], i);
   }
   return {};
 }
@@ -214,12 +234,7 @@ inline std::string check_signs_values(const float* signs, int64_t n) {
 inline std::string check_mask_values(const char* op, const char* input, int index,
                                      const int32_t* mask, int64_t n) {
   for (int64_t i = 0; i < n; ++i) {
-    const int32_t v = mask[i];
-    if (v != 0 && v != 1) {
-      return detail::input_name(op, input, index) + " must hold only 0 or 1; got " +
-             std::to_string(v) + " at flat index " + std::to_string(i) +
-             ". Fix: convert masks with Cast(Not(Equal(mask, 0)), to=int32) before the op.";
-    }
+    if (!is_valid_mask_value(mask[i])) return mask_value_error(op, input, index, mask[i], i);
   }
   return {};
 }
@@ -227,15 +242,8 @@ inline std::string check_mask_values(const char* op, const char* input, int inde
 // Every code (masked tokens included) must lie in [0, 2^tau).
 inline std::string check_code_values(const char* op, const char* input, int index,
                                      const int32_t* codes, int64_t n, int tau) {
-  const int64_t buckets = int64_t{1} << tau;
   for (int64_t i = 0; i < n; ++i) {
-    const int64_t c = codes[i];
-    if (c < 0 || c >= buckets) {
-      return detail::input_name(op, input, index) + " must hold codes in [0, 2^hash_code_len) = [0, " +
-             std::to_string(buckets) + ") for hash_code_len=" + std::to_string(tau) + "; got " +
-             std::to_string(c) + " at flat index " + std::to_string(i) +
-             ". Fix: feed FastHash outputs produced with the same hash_code_len.";
-    }
+    if (!is_valid_code_value(codes[i], tau)) return code_value_error(op, input, index, codes[i], i, tau);
   }
   return {};
 }

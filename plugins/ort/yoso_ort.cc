@@ -3,7 +3,9 @@
 // Exposes exactly one symbol, RegisterCustomOps, which ONNX Runtime calls when a session options
 // object loads this library (Python: SessionOptions.register_custom_ops_library(path)). It adds a
 // "com.yoso" domain (opset 1) with the CPU execution provider kernels FastHash and LSHCumulation,
-// implemented per plugins/OPS.md on top of plugins/common.
+// implemented per plugins/OPS.md on top of plugins/common, and, in builds with YOSO_BUILD_CUDA=ON
+// (YOSO_ORT_WITH_CUDA), the same ops for the CUDA execution provider (float32 and float16 x /
+// value) on top of plugins/cuda.
 //
 // Design notes
 //  * The library does not link libonnxruntime: the C++ wrappers are initialised with the OrtApi
@@ -20,6 +22,11 @@
 //  * The op objects and every registered domain live for the rest of the process (intentionally
 //    leaked heap objects): sessions keep raw pointers to them, and registering into several
 //    SessionOptions must keep working.
+//  * CUDA kernels run on ONNX Runtime's compute stream (KernelContext_GetGPUComputeStream) and take
+//    their workspace from ONNX Runtime's allocator for the device (KernelContext_GetAllocator); they
+//    never allocate or synchronise on their own. Invalid mask/sign/code values are detected on the
+//    device and reported after a stream synchronisation (see yoso::cuda::input_checks_enabled for
+//    the opt-out, and the CUDA-graph caveat).
 #define ORT_API_MANUAL_INIT
 #include "onnxruntime_cxx_api.h"
 #include "onnxruntime_lite_custom_op.h"
@@ -32,10 +39,15 @@
 #include <mutex>
 #include <new>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "yoso_cpu.h"
 #include "yoso_validate.h"
+
+#if defined(YOSO_ORT_WITH_CUDA)
+#include "yoso_cuda.h"
+#endif
 
 #ifndef YOSO_ORT_HEADERS_VERSION
 #define YOSO_ORT_HEADERS_VERSION "unknown"
@@ -349,10 +361,8 @@ struct LSHCumulationKernel {
     parallel_for(context, task, ceil_div(slices, job.per_task), &job);
     if (job.failed.load()) {
       return Ort::Status(
-          (std::string(kName) + ": out of memory allocating the bucket scratch table (" +
-           (yoso::cpu::lsh_uses_dense_table(d) ? "dense 2^hash_code_len x Dv" : "compact Sk x Dv") +
-           " floats per task)")
-              .c_str(),
+          (std::string(kName) +
+           ": out of memory allocating the scratch bucket tables; use a smaller batch or sequence").c_str(),
           ORT_RUNTIME_EXCEPTION);
     }
     return Ort::Status{nullptr};
@@ -373,16 +383,241 @@ void RegisterOps(Ort::CustomOpDomain& domain) {
 
 }  // namespace cpu_ep
 
+#if defined(YOSO_ORT_WITH_CUDA)
+// =============================================================================================
+// CUDA execution provider
+// =============================================================================================
+namespace cuda_ep {
+
+constexpr const char* kProvider = "CUDAExecutionProvider";
+
+template <typename T>
+constexpr yoso::cuda::DType dtype_of() {
+  return std::is_same<T, Ort::Float16_t>::value ? yoso::cuda::DType::kFloat16
+                                                 : yoso::cuda::DType::kFloat32;
+}
+
+// Device pointer of an input, or null for an empty tensor (never dereferenced then).
+template <typename T>
+const void* data_or_null(const Ort::Custom::Tensor<T>& t, int64_t n) {
+  return n > 0 ? static_cast<const void*>(t.Data()) : nullptr;
+}
+
+Ort::Status runtime_error(const char* op, const std::string& what) {
+  return Ort::Status((std::string(op) + " (CUDA): " + what).c_str(), ORT_RUNTIME_EXCEPTION);
+}
+
+// The kernel's stream and a workspace from ONNX Runtime's allocator for the kernel's device,
+// returned to the allocator when the object goes out of scope (after Compute has enqueued its
+// work: ONNX Runtime's device allocator is ordered on the compute stream, like its own kernels'
+// scratch buffers).
+class DeviceContext {
+ public:
+  DeviceContext() = default;
+  DeviceContext(const DeviceContext&) = delete;
+  DeviceContext& operator=(const DeviceContext&) = delete;
+  ~DeviceContext() {
+    const OrtApi& api = Ort::GetApi();
+    if (allocator_ != nullptr) {
+      if (workspace_ != nullptr) allocator_->Free(allocator_, workspace_);
+      api.ReleaseAllocator(allocator_);
+    }
+  }
+
+  // `device_input`: any input tensor that lives on the kernel's device (gives the device id).
+  Ort::Status Init(const char* op, OrtKernelContext* context, size_t device_input,
+                   size_t workspace_bytes) {
+    const OrtApi& api = Ort::GetApi();
+    void* stream = nullptr;
+    std::string err = take_status_message(&api, api.KernelContext_GetGPUComputeStream(context, &stream));
+    if (!err.empty()) return runtime_error(op, "cannot get the CUDA stream: " + err);
+    stream_ = static_cast<cudaStream_t>(stream);
+
+    const OrtValue* value = nullptr;
+    err = take_status_message(&api, api.KernelContext_GetInput(context, device_input, &value));
+    const OrtMemoryInfo* tensor_info = nullptr;
+    if (err.empty()) err = take_status_message(&api, api.GetTensorMemoryInfo(value, &tensor_info));
+    int device_id = 0;
+    if (err.empty()) err = take_status_message(&api, api.MemoryInfoGetId(tensor_info, &device_id));
+    OrtMemoryInfo* info = nullptr;
+    if (err.empty())
+      err = take_status_message(
+          &api, api.CreateMemoryInfo("Cuda", OrtDeviceAllocator, device_id, OrtMemTypeDefault, &info));
+    if (err.empty()) {
+      err = take_status_message(&api, api.KernelContext_GetAllocator(context, info, &allocator_));
+      api.ReleaseMemoryInfo(info);
+    }
+    if (!err.empty()) return runtime_error(op, "cannot get the device allocator: " + err);
+    workspace_bytes_ = workspace_bytes;
+    workspace_ = allocator_->Alloc(allocator_, workspace_bytes);
+    if (workspace_ == nullptr) {
+      return runtime_error(op, "out of device memory allocating a workspace of " +
+                                   std::to_string(workspace_bytes) + " bytes");
+    }
+    return Ort::Status{nullptr};
+  }
+
+  cudaStream_t stream() const { return stream_; }
+  void* workspace() const { return workspace_; }
+  size_t workspace_bytes() const { return workspace_bytes_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+  OrtAllocator* allocator_ = nullptr;
+  void* workspace_ = nullptr;
+  size_t workspace_bytes_ = 0;
+};
+
+// ------------------------------------ FastHash -----------------------------------------------
+
+template <typename T>  // float or Ort::Float16_t (x)
+struct FastHashKernel {
+  static constexpr const char* kName = "FastHash";
+
+  FastHashKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+    try {
+      init_error_ = check_node_io(api, info, kName, {"x", "mask", "signs"});
+      if (init_error_.empty()) init_error_ = read_int_attr(api, info, kName, "num_hash", &num_hash_);
+      if (init_error_.empty())
+        init_error_ = read_int_attr(api, info, kName, "hash_code_len", &hash_code_len_);
+      if (init_error_.empty()) init_error_ = yoso::check_fast_hash_attrs(num_hash_, hash_code_len_);
+    } catch (...) {
+      init_error_ = "FastHash: out of memory while creating the kernel";
+    }
+  }
+
+  const std::string& init_error() const { return init_error_; }
+
+  Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<T>& x,
+                      const Ort::Custom::Tensor<int32_t>& mask,
+                      const Ort::Custom::Tensor<float>& signs,
+                      Ort::Custom::Tensor<int32_t>& codes) {
+    if (!init_error_.empty()) return invalid_argument(init_error_);
+    yoso::FastHashDims d;
+    std::string err = yoso::check_fast_hash_shapes(shape_ref(x.Shape()), shape_ref(mask.Shape()),
+                                                   shape_ref(signs.Shape()), num_hash_,
+                                                   hash_code_len_, &d);
+    if (!err.empty()) return invalid_argument(err);
+
+    int32_t* out = codes.Allocate({d.B, d.H, d.S, d.m});
+    const int64_t x_n = d.B * d.H * d.S * d.D;
+    const int64_t mask_n = d.B * d.S;
+    const int64_t signs_n = d.H * 3 * d.P * d.D;
+    if (mask_n == 0 && signs_n == 0) return Ort::Status{nullptr};  // nothing to check or compute
+
+    DeviceContext dev;
+    Ort::Status status = dev.Init(kName, context, /*device_input=*/2,
+                                  yoso::cuda::fast_hash_workspace_size(d));
+    if (!status.IsOK()) return status;
+    const auto* mask_p = static_cast<const int32_t*>(data_or_null(mask, mask_n));
+    const auto* signs_p = static_cast<const float*>(data_or_null(signs, signs_n));
+    cudaError_t e = yoso::cuda::launch_fast_hash(d, dtype_of<T>(), data_or_null(x, x_n), mask_p,
+                                                 signs_p, out, dev.workspace(),
+                                                 dev.workspace_bytes(), dev.stream());
+    if (e != cudaSuccess) return runtime_error(kName, yoso::cuda::error_string(e));
+    bool checked = false;
+    e = yoso::cuda::fast_hash_check_inputs(d, mask_p, signs_p, dev.workspace(), dev.stream(), &err,
+                                           &checked);
+    if (e != cudaSuccess) return runtime_error(kName, yoso::cuda::error_string(e));
+    if (!err.empty()) return invalid_argument(err);
+    return Ort::Status{nullptr};
+  }
+
+ private:
+  std::string init_error_;
+  int64_t num_hash_ = 0;
+  int64_t hash_code_len_ = 0;
+};
+
+// ---------------------------------- LSHCumulation --------------------------------------------
+
+template <typename T>  // float or Ort::Float16_t (value and output)
+struct LSHCumulationKernel {
+  static constexpr const char* kName = "LSHCumulation";
+
+  LSHCumulationKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+    try {
+      init_error_ = check_node_io(api, info, kName,
+                                  {"query_codes", "key_codes", "query_mask", "key_mask", "value"});
+      if (init_error_.empty())
+        init_error_ = read_int_attr(api, info, kName, "hash_code_len", &hash_code_len_);
+      if (init_error_.empty()) init_error_ = yoso::check_lsh_attrs(hash_code_len_);
+      if (init_error_.empty()) init_error_ = yoso::cuda::check_lsh_cuda_limits(hash_code_len_, 0);
+    } catch (...) {
+      init_error_ = "LSHCumulation: out of memory while creating the kernel";
+    }
+  }
+
+  const std::string& init_error() const { return init_error_; }
+
+  Ort::Status Compute(OrtKernelContext* context, const Ort::Custom::Tensor<int32_t>& query_codes,
+                      const Ort::Custom::Tensor<int32_t>& key_codes,
+                      const Ort::Custom::Tensor<int32_t>& query_mask,
+                      const Ort::Custom::Tensor<int32_t>& key_mask,
+                      const Ort::Custom::Tensor<T>& value, Ort::Custom::Tensor<T>& output) {
+    if (!init_error_.empty()) return invalid_argument(init_error_);
+    yoso::LshDims d;
+    std::string err = yoso::check_lsh_shapes(
+        shape_ref(query_codes.Shape()), shape_ref(key_codes.Shape()), shape_ref(query_mask.Shape()),
+        shape_ref(key_mask.Shape()), shape_ref(value.Shape()), hash_code_len_, &d);
+    if (err.empty()) err = yoso::cuda::check_lsh_cuda_limits(d.tau, d.Dv);
+    if (!err.empty()) return invalid_argument(err);
+
+    T* out = output.Allocate({d.B, d.H, d.Sq, d.Dv});
+    const int64_t qm_n = d.B * d.Sq, km_n = d.B * d.Sk;
+    const int64_t qc_n = qm_n * d.H * d.m, kc_n = km_n * d.H * d.m;
+    if (qm_n == 0 && km_n == 0) return Ort::Status{nullptr};  // B == 0 or Sq == Sk == 0
+
+    constexpr yoso::cuda::DType type = dtype_of<T>();
+    DeviceContext dev;
+    Ort::Status status = dev.Init(kName, context, /*device_input=*/0,
+                                  yoso::cuda::lsh_workspace_size(d, type));
+    if (!status.IsOK()) return status;
+    const auto* qc = static_cast<const int32_t*>(data_or_null(query_codes, qc_n));
+    const auto* kc = static_cast<const int32_t*>(data_or_null(key_codes, kc_n));
+    const auto* qm = static_cast<const int32_t*>(data_or_null(query_mask, qm_n));
+    const auto* km = static_cast<const int32_t*>(data_or_null(key_mask, km_n));
+    cudaError_t e = yoso::cuda::launch_lsh_cumulation(
+        d, type, qc, kc, qm, km, data_or_null(value, km_n * d.H * d.Dv), out, dev.workspace(),
+        dev.workspace_bytes(), dev.stream());
+    if (e != cudaSuccess) return runtime_error(kName, yoso::cuda::error_string(e));
+    bool checked = false;
+    e = yoso::cuda::lsh_check_inputs(d, qc, kc, qm, km, dev.workspace(), dev.stream(), &err, &checked);
+    if (e != cudaSuccess) return runtime_error(kName, yoso::cuda::error_string(e));
+    if (!err.empty()) return invalid_argument(err);
+    return Ort::Status{nullptr};
+  }
+
+ private:
+  std::string init_error_;
+  int64_t hash_code_len_ = 0;
+};
+
+void RegisterOps(Ort::CustomOpDomain& domain) {
+  static const OrtCustomOp* const ops[] = {
+      Hardened<FastHashKernel<float>>::Create(kProvider),
+      Hardened<FastHashKernel<Ort::Float16_t>>::Create(kProvider),
+      Hardened<LSHCumulationKernel<float>>::Create(kProvider),
+      Hardened<LSHCumulationKernel<Ort::Float16_t>>::Create(kProvider),
+  };
+  for (const OrtCustomOp* op : ops) domain.Add(op);
+}
+
+}  // namespace cuda_ep
+#endif  // YOSO_ORT_WITH_CUDA
+
 namespace {
 
-// Domains handed to session options; never destroyed (sessions reference them until exit).
+// The one com.yoso domain, built on the first registration and handed to every SessionOptions
+// after it (sessions only read it). Never destroyed: sessions reference it until exit, and one
+// shared domain keeps memory constant however many sessions a process creates.
 std::mutex& registry_mutex() {
   static std::mutex m;
   return m;
 }
-std::vector<Ort::CustomOpDomain>& registered_domains() {
-  static auto* domains = new std::vector<Ort::CustomOpDomain>();
-  return *domains;
+Ort::CustomOpDomain*& shared_domain() {
+  static Ort::CustomOpDomain* domain = nullptr;
+  return domain;
 }
 
 }  // namespace
@@ -409,11 +644,16 @@ extern "C" OrtStatus* ORT_API_CALL RegisterCustomOps(OrtSessionOptions* options,
     static std::once_flag api_once;
     std::call_once(api_once, [api] { Ort::InitApi(api); });
 
-    Ort::CustomOpDomain domain{yoso_ort::kDomain};
-    yoso_ort::cpu_ep::RegisterOps(domain);
-    if (OrtStatus* status = api->AddCustomOpDomain(options, domain)) return status;
-    yoso_ort::registered_domains().push_back(std::move(domain));
-    return nullptr;
+    Ort::CustomOpDomain*& domain = yoso_ort::shared_domain();
+    if (domain == nullptr) {
+      auto fresh = std::make_unique<Ort::CustomOpDomain>(yoso_ort::kDomain);
+      yoso_ort::cpu_ep::RegisterOps(*fresh);
+#if defined(YOSO_ORT_WITH_CUDA)
+      yoso_ort::cuda_ep::RegisterOps(*fresh);
+#endif
+      domain = fresh.release();
+    }
+    return api->AddCustomOpDomain(options, *domain);
   } catch (const Ort::Exception& e) {
     return api->CreateStatus(e.GetOrtErrorCode(), (std::string("libyoso_ort.so: ") + e.what()).c_str());
   } catch (const std::exception& e) {

@@ -9,6 +9,7 @@ from .exporter import (
     check_parity,
     default_model_dir,
     export,
+    load_manifest,
 )
 from .schemas import register_schemas
 from .spec import IOSpec, TensorSpec, io_spec, make_inputs
@@ -25,6 +26,7 @@ __all__ = [
     "default_model_dir",
     "export",
     "io_spec",
+    "load_manifest",
     "make_inputs",
     "register_schemas",
 ]

@@ -24,7 +24,6 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import onnx
 import onnxscript
 import torch
@@ -36,6 +35,7 @@ from ..parity import COMPARISON_HEADERS, Comparison, ExportWrapper, compare_outp
 from .schemas import register_schemas
 from .spec import IOSpec, io_spec, make_inputs
 
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
 MANIFEST = "yoso_export.json"
@@ -89,6 +89,7 @@ class ExportResult:
     export_seconds: float
     parity: list[Comparison] = field(default_factory=list)
     parity_seconds: float = 0.0
+    skipped_validation: str = ""
 
     @property
     def ok(self) -> bool:
@@ -96,6 +97,27 @@ class ExportResult:
 
     def parity_table(self) -> str:
         return format_table(COMPARISON_HEADERS, [c.row() for c in self.parity])
+
+
+def load_manifest(model_dir: str | Path) -> dict:
+    """Read and sanity-check ``yoso_export.json`` of an export directory (clear errors naming the fix)."""
+    model_dir = Path(model_dir)
+    path = model_dir / MANIFEST
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"export directory {str(model_dir)!r} does not exist; run 'yoso-deploy export' first")
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
+    fix = f"re-export the model with 'yoso-deploy export --output {model_dir}'"
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is corrupt (not valid JSON: {e}); {fix}") from e
+    required = ("task", "attention", "inputs", "outputs", "max_sequence_length")
+    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
+    if missing or manifest.get("format", "yoso-deploy-export") != "yoso-deploy-export":
+        what = f"lacks {', '.join(missing)}" if missing else f"has format {manifest.get('format')!r}"
+        raise ValueError(f"{str(path)!r} is not a yoso-deploy export manifest (it {what}); {fix}")
+    return manifest
 
 
 def default_model_dir() -> Path:
@@ -147,7 +169,9 @@ def _prepare_output_dir(output: Path) -> Path:
         probe.write_text("")
         probe.unlink()
     except OSError as e:
-        raise ExportError(f"cannot write to output directory {str(output)!r}: {e.strerror or e}") from e
+        raise ExportError(
+            f"cannot write to output directory {str(output)!r}: {e.strerror or e}; choose a writable directory path"
+        ) from e
     return output
 
 
@@ -226,6 +250,7 @@ def export(
     atol: float = 1e-4,
     validation_shapes: tuple[tuple[int, int], ...] = ((2, 16), (3, 77)),
     verbose: bool = False,
+    dtype: str = "fp32",
 ) -> ExportResult:
     """Export a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
@@ -234,6 +259,8 @@ def export(
     PyTorch reference; :class:`ParityError` is raised past ``atol`` (the files are kept).
     """
     task = canonical_task(task)
+    if dtype not in DTYPES:
+        raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if attention not in ATTENTION_MODES:
         raise ExportError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
     opset = _check_opset(opset)
@@ -242,9 +269,9 @@ def export(
     register_schemas()
 
     t0 = time.perf_counter()
-    ref = load_model(src, task=task, attention=attention, seed=seed)
+    ref = load_model(src, task=task, attention=attention, seed=seed, dtype=DTYPES[dtype])
     config = ref.config
-    spec = io_spec(config, task, debug_codes=debug_codes, attention=attention)
+    spec = io_spec(config, task, debug_codes=debug_codes, attention=attention, dtype=dtype)
     wrapper = ExportWrapper(ref, spec, debug_codes).eval()
     onnx_path = out / "model.onnx"
     tmp_path = out / ".model.onnx.partial"
@@ -276,6 +303,7 @@ def export(
         "attention": attention,
         "opset": opset,
         "seed": int(seed),
+        "dtype": dtype,
         "source_model": str(src.resolve()),
         "model_file": "model.onnx",
         "inputs": [t.to_json() for t in spec.inputs],
@@ -310,7 +338,12 @@ def export(
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     result = ExportResult(out, onnx_path, manifest, time.perf_counter() - t0)
 
-    if validate:
+    if validate and dtype == "fp16" and not _cuda_ep_available():
+        result.skipped_validation = (
+            "fp16 exports are for GPU backends (ORT CUDA / TensorRT): this onnxruntime has no "
+            "CUDAExecutionProvider and the CPU custom ops are fp32, so the parity check was skipped"
+        )
+    elif validate:
         t1 = time.perf_counter()
         result.parity = check_parity(ref, spec, onnx_path, config, validation_shapes, atol, debug_codes)
         result.parity_seconds = time.perf_counter() - t1
@@ -318,6 +351,12 @@ def export(
             bad = ", ".join(c.name for c in result.parity if not c.ok)
             raise ParityError(f"ONNX Runtime disagrees with the PyTorch reference on: {bad}", result)
     return result
+
+
+def _cuda_ep_available() -> bool:
+    import onnxruntime as ort
+
+    return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
 def check_parity(ref, spec: IOSpec, onnx_path: Path, config, shapes, atol: float, debug_codes: bool = False,

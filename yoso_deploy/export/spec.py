@@ -33,26 +33,30 @@ class IOSpec:
         return [t.name for t in self.outputs + self.debug_outputs]
 
 
-def io_spec(config, task: str, debug_codes: bool = False, attention: str = "lsh") -> IOSpec:
-    """The inputs and outputs an export of ``task`` has (HF names, int64 inputs as transformers uses)."""
+def io_spec(config, task: str, debug_codes: bool = False, attention: str = "lsh", dtype: str = "fp32") -> IOSpec:
+    """The inputs and outputs an export of ``task`` has (HF names, int64 inputs as transformers uses).
+
+    ``dtype`` ("fp32" or "fp16") is the type of the float outputs; inputs are always int64 ids/masks.
+    """
+    fdt = {"fp32": "float32", "fp16": "float16"}[dtype]
     seq = ["batch", "num_choices", "sequence"] if task == "multiple-choice" else ["batch", "sequence"]
     inputs = [TensorSpec("input_ids", "int64", seq), TensorSpec("attention_mask", "int64", seq)]
     if config.type_vocab_size > 1:
         inputs.append(TensorSpec("token_type_ids", "int64", seq))
     if task == "base":
-        outputs = [TensorSpec("last_hidden_state", "float32", ["batch", "sequence", config.hidden_size])]
+        outputs = [TensorSpec("last_hidden_state", fdt, ["batch", "sequence", config.hidden_size])]
     elif task == "mlm":
-        outputs = [TensorSpec("logits", "float32", ["batch", "sequence", config.vocab_size])]
+        outputs = [TensorSpec("logits", fdt, ["batch", "sequence", config.vocab_size])]
     elif task == "sequence-classification":
-        outputs = [TensorSpec("logits", "float32", ["batch", config.num_labels])]
+        outputs = [TensorSpec("logits", fdt, ["batch", config.num_labels])]
     elif task == "multiple-choice":
-        outputs = [TensorSpec("logits", "float32", ["batch", "num_choices"])]
+        outputs = [TensorSpec("logits", fdt, ["batch", "num_choices"])]
     elif task == "token-classification":
-        outputs = [TensorSpec("logits", "float32", ["batch", "sequence", config.num_labels])]
+        outputs = [TensorSpec("logits", fdt, ["batch", "sequence", config.num_labels])]
     elif task == "qa":
         outputs = [
-            TensorSpec("start_logits", "float32", ["batch", "sequence"]),
-            TensorSpec("end_logits", "float32", ["batch", "sequence"]),
+            TensorSpec("start_logits", fdt, ["batch", "sequence"]),
+            TensorSpec("end_logits", fdt, ["batch", "sequence"]),
         ]
     else:  # pragma: no cover - canonical_task guards this
         raise ValueError(task)

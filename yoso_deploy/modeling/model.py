@@ -158,5 +158,12 @@ def load_model(
     if task is None:
         task = task_for_architecture(config) or "base"
     cls = TASK_CLASSES[canonical_task(task)]
-    model = cls.from_pretrained(str(p), config=config, dtype=dtype)
+    try:
+        model = cls.from_pretrained(str(p), config=config, dtype=dtype)
+    except Exception as e:  # safetensors / torch.load / state-dict errors: name the file and the fix
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"cannot load the weights in {str(p)!r} ({type(e).__name__}: {detail}); the weight file is corrupt or "
+            "does not match config.json: re-save the checkpoint with save_pretrained"
+        ) from e
     return convert_model(model, attention=attention, seed=seed)

@@ -62,7 +62,7 @@ class YosoOrtModel:
     def from_pretrained(cls, model_dir: str | Path, provider: str | list = "cpu", device_id: int = 0,
                         gpu_mem_limit: int | None = None, intra_op_threads: int | None = None,
                         inter_op_threads: int | None = None, optimized_cache_dir: str | Path | None = None):
-        from ..validate import load_manifest
+        from ..export import load_manifest
 
         model_dir = Path(model_dir)
         manifest = load_manifest(model_dir)

@@ -21,6 +21,14 @@ class ProviderUnavailableError(RuntimeError):
     """A requested execution provider is not available in this onnxruntime build."""
 
 
+class LibraryLoadError(RuntimeError):
+    """libyoso_ort.so exists but ONNX Runtime cannot load it (not a shared library, wrong arch, ...)."""
+
+
+class ModelLoadError(RuntimeError):
+    """The ONNX model file cannot be parsed (corrupt or truncated)."""
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     parts = []
     for p in v.split("+")[0].split(".")[:3]:
@@ -47,7 +55,16 @@ def session_options(intra_op_threads: int | None = None, inter_op_threads: int |
 
     check_runtime_version()
     so = ort.SessionOptions()
-    so.register_custom_ops_library(str(ort_library_path()))
+    lib = ort_library_path()
+    try:
+        so.register_custom_ops_library(str(lib))
+    except Exception as e:  # onnxruntime's pybind Fail; only a failed dlopen is rephrased
+        if "Failed to load library" not in str(e):
+            raise
+        raise LibraryLoadError(
+            f"ONNX Runtime cannot load the custom-op library {str(lib)!r} ({str(e).strip().splitlines()[0]}); "
+            "rebuild it with 'pip install -e .', or unset YOSO_ORT_LIBRARY / point it at a working libyoso_ort.so"
+        ) from e
     if intra_op_threads is not None:
         if int(intra_op_threads) < 0:
             raise ValueError(f"intra_op_threads must be >= 0 (0 = all cores), got {intra_op_threads}")
@@ -103,6 +120,19 @@ def _optimized_cache_path(model_path: Path, cache_dir: Path, level_name: str) ->
     return cache_dir / f"{model_path.stem}.{h.hexdigest()[:16]}.opt.onnx"
 
 
+def _inference_session(path: Path, so, providers):
+    import onnxruntime as ort
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+
+    try:
+        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    except InvalidProtobuf as e:
+        raise ModelLoadError(
+            f"{str(path)!r} is not a valid ONNX model (the file is corrupt or truncated: "
+            f"{str(e).strip().splitlines()[0]}); re-export it with 'yoso-deploy export'"
+        ) from e
+
+
 def create_session(
     model_path: str | Path,
     providers: str | list | None = None,
@@ -140,8 +170,8 @@ def create_session(
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
             tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
             so.optimized_model_filepath = str(tmp)
-            sess = ort.InferenceSession(str(model_path), sess_options=so, providers=prov)
+            sess = _inference_session(model_path, so, prov)
             if tmp.is_file():
                 os.replace(tmp, cached)  # atomic: concurrent creators never see a partial file
             return sess
-    return ort.InferenceSession(str(path), sess_options=so, providers=prov)
+    return _inference_session(path, so, prov)

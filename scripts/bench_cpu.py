@@ -1,0 +1,412 @@
+#!/usr/bin/env python3
+"""CPU benchmark: YOSO through yoso-deploy vs the alternatives a user would pick.
+
+Measures, in one process and *interleaved* (each repeat round runs every backend once, so load
+changes hit all of them alike), the latency of one encoder layer (and optionally the whole
+12-layer model) at several sequence lengths and batch sizes for:
+
+  ort-lsh        our export, LSH attention (com.yoso custom ops, libyoso_ort.so), ONNX Runtime
+  ort-exp        our export, expectation attention (standard ONNX ops), ONNX Runtime
+  torch-lsh      our PyTorch reference, LSH attention
+  torch-exp      our PyTorch reference, expectation attention
+  hf-yoso-e      transformers' YosoModel (YOSO-E, its only CPU path)
+  bert-sdpa      BERT of the same size, PyTorch SDPA attention
+  bert-ort       the same BERT exported to ONNX (TorchScript exporter, eager attention, which the
+                 ORT transformer optimizer pattern-matches) and fused by
+                 onnxruntime.transformers.optimizer (Attention, SkipLayerNorm, BiasGelu)
+
+plus FastHash and LSHCumulation alone (ONNX Runtime, the shapes of one layer) and the GEMM floor
+(the layer's dense projections as one torch linear chain). Minimum over repeats is reported.
+Quadratic backends are skipped above --max-quadratic-tokens (batch x S^2) with a printed note.
+
+Default config: yoso-4096 sizes (hidden 768, 12 heads, FFN 3072, m=64, tau=9).
+
+    python scripts/bench_cpu.py                              # per layer, S 512..4096, batch 1 and 8
+    python scripts/bench_cpu.py --seq-lens 512,1024 --batches 1 --repeats 3 --out bench-out
+    python scripts/bench_cpu.py --whole-model                # also the 12-layer model (batch 1)
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+QUADRATIC = {"torch-exp", "hf-yoso-e", "ort-exp"}
+
+
+def peak_rss_reset():
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def machine() -> dict:
+    import onnxruntime as ort
+    import transformers
+
+    cpu = ""
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+            "transformers": transformers.__version__, "python": platform.python_version(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+
+
+def yoso_config(layers: int, args):
+    from transformers import YosoConfig
+
+    return YosoConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
+                      intermediate_size=3072, max_position_embeddings=max(args.seq_lens), num_hash=args.num_hash,
+                      hash_code_len=args.hash_code_len, use_expectation=True, conv_window=None,
+                      hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+def build_backends(layers: int, args, work: Path) -> dict:
+    """name -> callable(ids, mask) for every requested backend, all with `layers` layers."""
+    from transformers import BertConfig, BertModel, YosoModel
+
+    from yoso_deploy.export import export
+    from yoso_deploy.modeling import convert_model
+    from yoso_deploy.runtime import create_session
+
+    torch.set_num_threads(args.threads)
+    cfg = yoso_config(layers, args)
+    torch.manual_seed(0)
+    hf = YosoModel(cfg).eval()
+    ckpt = work / f"yoso-{layers}"
+    hf.save_pretrained(ckpt)
+    fns = {}
+    want = set(args.backends)
+
+    def ort_fn(sess):
+        names = [o.name for o in sess.get_outputs()]
+        return lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})
+
+    for mode, name in (("lsh", "ort-lsh"), ("expectation", "ort-exp")):
+        if name in want:
+            res = export(ckpt, work / f"{name}-{layers}", task="base", attention=mode, validate=False)
+            fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
+
+    def torch_fn(model):
+        def run(ids, mask):
+            with torch.inference_mode():
+                return model(input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        return run
+
+    import copy
+
+    if "torch-lsh" in want:
+        fns["torch-lsh"] = torch_fn(convert_model(copy.deepcopy(hf), attention="lsh"))
+    if "torch-exp" in want:
+        fns["torch-exp"] = torch_fn(convert_model(copy.deepcopy(hf), attention="expectation"))
+    if "hf-yoso-e" in want:
+        fns["hf-yoso-e"] = torch_fn(hf)
+    if want & {"bert-sdpa", "bert-ort"}:
+        bcfg = BertConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
+                          intermediate_size=3072, max_position_embeddings=max(args.seq_lens),
+                          hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+        bcfg._attn_implementation = "sdpa"
+        torch.manual_seed(0)
+        bert = BertModel(bcfg).eval()
+        if "bert-sdpa" in want:
+            fns["bert-sdpa"] = torch_fn(bert)
+        if "bert-ort" in want:
+            fns["bert-ort"] = ort_fn(bert_ort_session(bert, bcfg, work / f"bert-{layers}", args.threads))
+    return fns
+
+
+def bert_ort_session(bert, bcfg, out: Path, threads: int):
+    """BERT -> ONNX (TorchScript exporter, eager attention) -> ORT transformer optimizer -> session."""
+    import copy
+
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    out.mkdir(parents=True, exist_ok=True)
+    eager = copy.deepcopy(bert)
+    eager.config._attn_implementation = "eager"  # the optimizer's fusion patterns match eager attention
+
+    class Wrap(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, input_ids, attention_mask):
+            return self.m(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.randint(0, 1000, (2, 16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Wrap(eager), (ids, torch.ones_like(ids)), str(out / "bert.onnx"), dynamo=False,
+                          input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                          dynamic_axes={"input_ids": {0: "b", 1: "s"}, "attention_mask": {0: "b", 1: "s"}},
+                          opset_version=17)
+    opt = optimize_model(str(out / "bert.onnx"), model_type="bert", num_heads=bcfg.num_attention_heads,
+                         hidden_size=bcfg.hidden_size, opt_level=0)
+    fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    print(f"  bert-ort fused operators: {fused}", flush=True)
+    opt.save_model_to_file(str(out / "bert.opt.onnx"))
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(out / "bert.opt.onnx"), so, providers=["CPUExecutionProvider"])
+
+
+def op_sessions(args):
+    """FastHash and LSHCumulation alone, with the shapes of one layer."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from yoso_deploy.modeling import ops
+    from yoso_deploy.runtime import create_session
+
+    h, d, m, tau = 12, 64, args.num_hash, args.hash_code_len
+    p = ops.num_parts(m, d, tau)
+
+    def model(node, inputs, outputs):
+        g = helper.make_graph([node], "g", inputs, outputs)
+        mp = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.yoso", 1)])
+        f = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+        onnx.save(mp, f.name)
+        return create_session(f.name, intra_op_threads=args.threads)
+
+    fh = model(helper.make_node("FastHash", ["x", "mask", "signs"], ["codes"], domain="com.yoso", num_hash=m, hash_code_len=tau),
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["B", h, "S", d]),
+                helper.make_tensor_value_info("mask", TensorProto.INT32, ["B", "S"]),
+                helper.make_tensor_value_info("signs", TensorProto.FLOAT, [h, 3, p, d])],
+               [helper.make_tensor_value_info("codes", TensorProto.INT32, None)])
+    lc = model(helper.make_node("LSHCumulation", ["qc", "kc", "qm", "km", "v"], ["out"], domain="com.yoso", hash_code_len=tau),
+               [helper.make_tensor_value_info(n, TensorProto.INT32, None) for n in ("qc", "kc", "qm", "km")]
+               + [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)],
+               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    signs = ops.draw_signs(h, m, tau, d, generator=torch.Generator().manual_seed(0)).numpy()
+
+    def prepare(b, s):
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((b, h, s, d), dtype=np.float32)
+        mask = np.ones((b, s), dtype=np.int32)
+        codes = fh.run(None, {"x": x, "mask": mask, "signs": signs})[0]
+        feeds_fh = {"x": x, "mask": mask, "signs": signs}
+        feeds_lc = {"qc": codes, "kc": codes, "qm": mask, "km": mask, "v": x}
+        return (lambda: fh.run(None, feeds_fh)), (lambda: lc.run(None, feeds_lc))
+
+    return prepare
+
+
+def gemm_floor(args):
+    """The layer's dense projections (QKV, output, FFN in/out) as torch linears on B*S tokens."""
+    torch.set_num_threads(args.threads)
+    g = torch.Generator().manual_seed(0)
+    ws = [torch.randn(768 * 3, 768, generator=g), torch.randn(768, 768, generator=g),
+          torch.randn(3072, 768, generator=g), torch.randn(768, 3072, generator=g)]
+
+    def prepare(b, s):
+        x = torch.randn(b * s, 768, generator=g)
+
+        def run():
+            with torch.inference_mode():
+                torch.nn.functional.linear(x, ws[0])
+                torch.nn.functional.linear(x, ws[1])
+                y = torch.nn.functional.linear(x, ws[2])
+                torch.nn.functional.linear(y, ws[3])
+        return run
+
+    return prepare
+
+
+def timed(fn, repeats_done: dict, key, results: dict):
+    t0 = time.perf_counter()
+    fn()
+    dt = (time.perf_counter() - t0) * 1000
+    results.setdefault(key, []).append(dt)
+
+
+def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None) -> dict:
+    results, rss = {}, {}
+    for b in args.batches:
+        for s in args.seq_lens:
+            rng = np.random.default_rng(s)
+            ids = rng.integers(3, 1000, size=(b, s), dtype=np.int64)
+            mask = np.ones((b, s), dtype=np.int64)
+            active = {}
+            for name, fn in fns.items():
+                if name in QUADRATIC and b * s * s > args.max_quadratic_tokens:
+                    print(f"  [{label}] skip {name} at batch {b}, S {s}: quadratic, above --max-quadratic-tokens", flush=True)
+                    continue
+                active[name] = (lambda fn=fn: fn(ids, mask))
+            if op_prepare is not None:
+                fh, lc = op_prepare(b, s)
+                active["FastHash (x2)"] = lambda fh=fh: (fh(), fh())
+                active["LSHCumulation"] = lc
+            if floor_prepare is not None:
+                active["GEMM floor"] = floor_prepare(b, s)
+            for name, fn in active.items():  # warm-up (and peak RSS of the ORT LSH session)
+                if name == "ort-lsh":
+                    gc.collect()
+                    peak_rss_reset()
+                fn()
+                if name == "ort-lsh":
+                    rss[(b, s)] = peak_rss_mb()
+            for _ in range(args.repeats):
+                for name, fn in active.items():
+                    timed(fn, {}, (name, b, s), results)
+            line = "  ".join(f"{n}={min(results[(n, b, s)]):.1f}" for n in active)
+            print(f"  [{label}] batch {b} S {s}: {line} ms", flush=True)
+    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()},
+            "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()}}
+
+
+def report(data: dict, args, out: Path):
+    per = data["per_layer"]["min_ms"]
+    names = [n for n in ("ort-lsh", "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa", "bert-ort",
+                         "FastHash (x2)", "LSHCumulation", "GEMM floor")
+             if any(k.startswith(n + "|") for k in per)]
+    lines = [f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
+             f"{args.threads} threads; onnxruntime {data['machine']['onnxruntime']}, torch {data['machine']['torch']}, "
+             f"{data['machine']['date']})", "",
+             "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
+             "|---|" + "---:|" * (len(args.batches) * len(args.seq_lens))]
+    for n in names:
+        cells = [f"{per[f'{n}|{b}|{s}']:.1f}" if f"{n}|{b}|{s}" in per else "–" for b in args.batches for s in args.seq_lens]
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    lines += ["", "Ratios (same run):", ""]
+    for b in args.batches:
+        for s in args.seq_lens:
+            lsh = per.get(f"ort-lsh|{b}|{s}")
+            if not lsh:
+                continue
+            parts = []
+            for other in ("hf-yoso-e", "bert-sdpa", "bert-ort", "torch-lsh", "ort-exp"):
+                v = per.get(f"{other}|{b}|{s}")
+                if v:
+                    parts.append(f"{other}/ort-lsh = {v / lsh:.2f}x")
+            ops_ms = (per.get(f"FastHash (x2)|{b}|{s}") or 0) + (per.get(f"LSHCumulation|{b}|{s}") or 0)
+            if ops_ms:
+                parts.append(f"custom ops = {100 * ops_ms / lsh:.1f}% of the ORT LSH layer")
+            floor = per.get(f"GEMM floor|{b}|{s}")
+            if floor:
+                parts.append(f"ORT LSH / GEMM floor = {lsh / floor:.2f}")
+            lines.append(f"- batch {b}, S {s}: " + "; ".join(parts))
+    for b in args.batches:
+        lo, hi = min(args.seq_lens), max(args.seq_lens)
+        for n in ("ort-lsh", "bert-sdpa", "bert-ort", "hf-yoso-e"):
+            a, z = per.get(f"{n}|{b}|{lo}"), per.get(f"{n}|{b}|{hi}")
+            if a and z:
+                lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
+    rss = data["per_layer"]["rss_mb"]
+    if rss:
+        lines.append("- peak RSS of the ORT LSH process after running (MB): " +
+                     ", ".join(f"B{k.split('|')[0]} S{k.split('|')[1]}: {v:.0f}" for k, v in rss.items()))
+    if "whole_model" in data:
+        wm = data["whole_model"]["min_ms"]
+        lines += ["", f"Whole model ({args.layers} layers), ms:", "",
+                  "| backend | " + " | ".join(f"B{b} S{s}" for b in args.whole_batches for s in args.seq_lens) + " |",
+                  "|---|" + "---:|" * (len(args.whole_batches) * len(args.seq_lens))]
+        for n in sorted({k.split("|")[0] for k in wm}):
+            cells = [f"{wm[f'{n}|{b}|{s}']:.0f}" if f"{n}|{b}|{s}" in wm else "–"
+                     for b in args.whole_batches for s in args.seq_lens]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    (out / "bench_cpu.md").write_text(text)
+    print("\n" + text)
+    plot(per, args, out / "bench_cpu.png")
+
+
+def plot(per: dict, args, path: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(args.batches), figsize=(6 * len(args.batches), 4.5), dpi=110, squeeze=False)
+    for ax, b in zip(axes[0], args.batches):
+        for n in sorted({k.split("|")[0] for k in per}):
+            pts = [(s, per[f"{n}|{b}|{s}"]) for s in args.seq_lens if f"{n}|{b}|{s}" in per]
+            if pts:
+                style = "--" if n in ("FastHash (x2)", "LSHCumulation", "GEMM floor") else "-"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", label=n)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(f"one layer, batch {b}")
+        ax.set_xlabel("sequence length")
+        ax.set_ylabel("latency (ms, min)")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seq-lens", default="512,1024,2048,4096")
+    ap.add_argument("--batches", default="1,8")
+    ap.add_argument("--backends", default="ort-lsh,ort-exp,torch-lsh,torch-exp,hf-yoso-e,bert-sdpa,bert-ort")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--num-hash", type=int, default=64)
+    ap.add_argument("--hash-code-len", type=int, default=9)
+    ap.add_argument("--max-quadratic-tokens", type=float, default=2.0e7,
+                    help="skip quadratic backends when batch*S^2 exceeds this (default 2e7: S=4096 at batch 1)")
+    ap.add_argument("--whole-model", action="store_true", help="also time the whole model")
+    ap.add_argument("--layers", type=int, default=12, help="layers of the whole model")
+    ap.add_argument("--whole-batches", default="1")
+    ap.add_argument("--out", type=Path, default=Path("bench-out"))
+    args = ap.parse_args()
+    args.seq_lens = [int(x) for x in args.seq_lens.split(",")]
+    args.batches = [int(x) for x in args.batches.split(",")]
+    args.whole_batches = [int(x) for x in args.whole_batches.split(",")]
+    args.backends = [x.strip() for x in args.backends.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+
+    data = {"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    print(json.dumps(data["machine"]), flush=True)
+    t0 = time.time()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        print("building one-layer backends ...", flush=True)
+        fns = build_backends(1, args, work)
+        data["per_layer"] = bench(fns, args, "layer", op_prepare=op_sessions(args), floor_prepare=gemm_floor(args))
+        del fns
+        gc.collect()
+        if args.whole_model:
+            print(f"building {args.layers}-layer backends ...", flush=True)
+            wargs = argparse.Namespace(**{**vars(args), "batches": args.whole_batches})
+            fns = build_backends(args.layers, wargs, work)
+            data["whole_model"] = bench(fns, wargs, "model")
+    data["seconds"] = time.time() - t0
+    (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
+    report(data, args, args.out)
+    print(f"total {data['seconds']:.0f}s; wrote {args.out}/bench_cpu.md, bench_cpu.json, bench_cpu.png")
+
+
+if __name__ == "__main__":
+    main()
