@@ -11,5 +11,5 @@ out="${1:-$root/out/qa}"
 set -x
 "$venv/bin/yoso-deploy" export --task qa --output "$out"
 "$venv/bin/yoso-deploy" validate --model "$out" --batch 1,4 --seq-len 16,128,512
-"$venv/bin/yoso-deploy" qa --model "$out" --question "Where did Ada move?" \
-  --context "Ada moved to Oslo in 1999 and bought a red lamp. Bruno moved to Lima in 2004."
+"$venv/bin/yoso-deploy" qa --model "$out" --question "Where did Clara move?" \
+  --context "Clara moved to Oslo in 1999 and bought a red lamp. Otto moved to Lima in 2004."
