@@ -18,6 +18,8 @@ changes hit all of them alike), the latency of one encoder layer (and optionally
 plus FastHash and LSHCumulation alone (ONNX Runtime, the shapes of one layer) and the GEMM floor
 (the layer's dense projections as one torch linear chain). Minimum over repeats is reported.
 Quadratic backends are skipped above --max-quadratic-tokens (batch x S^2) with a printed note.
+Each timed call starts after a --settle-ms pause (thread pools of the previous backend go idle). The
+peak RSS of the ORT LSH session is measured per shape in a fresh process that holds nothing else.
 
 Default config: yoso-4096 sizes (hidden 768, 12 heads, FFN 3072, m=64, tau=9).
 
@@ -48,18 +50,49 @@ sys.path.insert(0, str(ROOT))
 QUADRATIC = {"torch-exp", "hf-yoso-e", "ort-exp"}
 
 
-def peak_rss_reset():
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        pass
+# Peak RSS of an ORT LSH session, measured in a fresh process that holds nothing else (the benchmark
+# process also holds torch models and allocator caches of the quadratic backends, which would swamp it).
+RSS_CHILD = r"""
+import sys
+import numpy as np
+sys.path.insert(0, sys.argv[5])
+from yoso_deploy.runtime import create_session
 
-
-def peak_rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+onnx_path, b, s, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+sess = create_session(onnx_path, intra_op_threads=threads)
+ids = np.random.default_rng(s).integers(3, 1000, size=(b, s), dtype=np.int64)
+mask = np.ones((b, s), dtype=np.int64)
+base = status("VmRSS")
+names = [o.name for o in sess.get_outputs()]
+for _ in range(2):
+    sess.run(names, {"input_ids": ids, "attention_mask": mask})
+print(base, status("VmHWM"))
+"""
+
+
+def isolated_rss(onnx_path: Path, seq_lens, batches, threads: int) -> dict:
+    """{"B|S": {"session_mb", "peak_mb", "run_mb"}}: RSS after creating the session, peak RSS after two
+    runs, and their difference (what running at that shape costs), each in a fresh process."""
+    import subprocess
+
+    out = {}
+    for b in batches:
+        for s in seq_lens:
+            r = subprocess.run([sys.executable, "-c", RSS_CHILD, str(onnx_path), str(b), str(s), str(threads), str(ROOT)],
+                               capture_output=True, text=True, check=False)
+            if r.returncode != 0:
+                print(f"  [rss] batch {b} S {s} failed: {r.stderr.strip()[-300:]}", flush=True)
+                continue
+            base, peak = (float(x) for x in r.stdout.split()[-2:])
+            out[f"{b}|{s}"] = {"session_mb": round(base, 1), "peak_mb": round(peak, 1), "run_mb": round(peak - base, 1)}
+            print(f"  [rss] batch {b} S {s}: session {base:.0f} MB, peak {peak:.0f} MB, run +{peak - base:.0f} MB", flush=True)
+    return out
 
 
 def machine() -> dict:
@@ -237,7 +270,7 @@ def gemm_floor(args):
     return prepare
 
 
-def timed(fn, repeats_done: dict, key, results: dict):
+def timed(fn, key, results: dict):
     t0 = time.perf_counter()
     fn()
     dt = (time.perf_counter() - t0) * 1000
@@ -245,7 +278,7 @@ def timed(fn, repeats_done: dict, key, results: dict):
 
 
 def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None) -> dict:
-    results, rss = {}, {}
+    results = {}
     for b in args.batches:
         for s in args.seq_lens:
             rng = np.random.default_rng(s)
@@ -263,20 +296,50 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None) -> d
                 active["LSHCumulation"] = lc
             if floor_prepare is not None:
                 active["GEMM floor"] = floor_prepare(b, s)
-            for name, fn in active.items():  # warm-up (and peak RSS of the ORT LSH session)
-                if name == "ort-lsh":
-                    gc.collect()
-                    peak_rss_reset()
+            for fn in active.values():  # warm-up
                 fn()
-                if name == "ort-lsh":
-                    rss[(b, s)] = peak_rss_mb()
             for _ in range(args.repeats):
                 for name, fn in active.items():
-                    timed(fn, {}, (name, b, s), results)
+                    # Let the previous backend's thread pool go idle first: ORT's and OpenMP's workers
+                    # spin after a run, and a torch backend timed right after an ORT session ran ~30 ms
+                    # slower at S 512 (GEMM floor 70.8 vs 37.7 ms) on this 2-core machine.
+                    time.sleep(args.settle_ms / 1000)
+                    timed(fn, (name, b, s), results)
             line = "  ".join(f"{n}={min(results[(n, b, s)]):.1f}" for n in active)
             print(f"  [{label}] batch {b} S {s}: {line} ms", flush=True)
-    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()},
-            "rss_mb": {f"{k[0]}|{k[1]}": v for k, v in rss.items()}}
+    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()}}
+
+
+def targets(per: dict, rss: dict) -> list[str]:
+    """The CPU-performance targets (ORT LSH layer, batch 1), each with its measured value and met / not met."""
+    get = lambda n, s: per.get(f"{n}|1|{s}")  # noqa: E731
+    lsh = get("ort-lsh", 4096)
+    if not lsh:
+        return []
+    rows = []
+
+    def row(name, value, ok, fmt):
+        rows.append(f"- {name}: {fmt.format(value)} ({'met' if ok else 'NOT met'})")
+
+    if get("hf-yoso-e", 4096):
+        v = get("hf-yoso-e", 4096) / lsh
+        row("S 4096: transformers YOSO-E / ORT LSH >= 8x", v, v >= 8, "{:.2f}x")
+    if get("bert-sdpa", 4096):
+        v = get("bert-sdpa", 4096) / lsh
+        row("S 4096: BERT-SDPA / ORT LSH >= 1.6x", v, v >= 1.6, "{:.2f}x")
+    if get("FastHash (x2)", 4096) and get("LSHCumulation", 4096):
+        v = 100 * (get("FastHash (x2)", 4096) + get("LSHCumulation", 4096)) / lsh
+        row("S 4096: FastHash x2 + LSHCumulation <= 15% of the layer", v, v <= 15, "{:.1f}%")
+    if get("ort-lsh", 1024):
+        v = lsh / get("ort-lsh", 1024)
+        row("t(4096) / t(1024) <= 4.5", v, v <= 4.5, "{:.2f}")
+    if all(f"1|{s}" in rss for s in (1024, 2048, 4096)):
+        # Linear memory: each doubling of S adds twice what the previous one added (quadratic: 4x).
+        run = {s: rss[f"1|{s}"]["run_mb"] for s in (1024, 2048, 4096)}
+        v = (run[4096] - run[2048]) / max(1e-9, run[2048] - run[1024])
+        row(f"RSS linear in S: growth 2048->4096 / growth 1024->2048 (linear 2, quadratic 4; "
+            f"{1024 * (run[4096] - run[2048]) / 2048:.0f} MB per 1k tokens)", v, v <= 2.5, "{:.2f}")
+    return ["", "Targets (ORT LSH, one layer, batch 1):", ""] + rows if rows else []
 
 
 def report(data: dict, args, out: Path):
@@ -316,10 +379,13 @@ def report(data: dict, args, out: Path):
             a, z = per.get(f"{n}|{b}|{lo}"), per.get(f"{n}|{b}|{hi}")
             if a and z:
                 lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
-    rss = data["per_layer"]["rss_mb"]
-    if rss:
-        lines.append("- peak RSS of the ORT LSH process after running (MB): " +
-                     ", ".join(f"B{k.split('|')[0]} S{k.split('|')[1]}: {v:.0f}" for k, v in rss.items()))
+    lines += targets(per, data.get("rss_layer") or {})
+    for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model")):
+        rss = data.get(key)
+        if rss:
+            lines.append(f"- ORT LSH session, {what}, fresh process per shape: peak RSS MB (growth while running): " +
+                         ", ".join(f"B{k.split('|')[0]} S{k.split('|')[1]}: {v['peak_mb']:.0f} (+{v['run_mb']:.0f})"
+                                   for k, v in rss.items()))
     if "whole_model" in data:
         wm = data["whole_model"]["min_ms"]
         lines += ["", f"Whole model ({args.layers} layers), ms:", "",
@@ -371,6 +437,8 @@ def main():
     ap.add_argument("--hash-code-len", type=int, default=9)
     ap.add_argument("--max-quadratic-tokens", type=float, default=2.0e7,
                     help="skip quadratic backends when batch*S^2 exceeds this (default 2e7: S=4096 at batch 1)")
+    ap.add_argument("--settle-ms", type=float, default=50.0,
+                    help="pause before each timed call so the previous backend's spinning threads go idle")
     ap.add_argument("--whole-model", action="store_true", help="also time the whole model")
     ap.add_argument("--layers", type=int, default=12, help="layers of the whole model")
     ap.add_argument("--whole-batches", default="1")
@@ -397,11 +465,19 @@ def main():
         data["per_layer"] = bench(fns, args, "layer", op_prepare=op_sessions(args), floor_prepare=gemm_floor(args))
         del fns
         gc.collect()
+        if "ort-lsh" in args.backends:
+            data["rss_layer"] = isolated_rss(work / "ort-lsh-1" / "model.onnx", args.seq_lens, args.batches, args.threads)
+        gc.collect()
         if args.whole_model:
             print(f"building {args.layers}-layer backends ...", flush=True)
             wargs = argparse.Namespace(**{**vars(args), "batches": args.whole_batches})
             fns = build_backends(args.layers, wargs, work)
             data["whole_model"] = bench(fns, wargs, "model")
+            del fns
+            gc.collect()
+            if "ort-lsh" in args.backends:
+                data["rss_model"] = isolated_rss(work / f"ort-lsh-{args.layers}" / "model.onnx", args.seq_lens,
+                                                 args.whole_batches, args.threads)
     data["seconds"] = time.time() - t0
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
     report(data, args, args.out)

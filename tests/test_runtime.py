@@ -10,7 +10,7 @@ from yoso_deploy.cli import main
 from yoso_deploy.export import export
 from yoso_deploy.runtime import ProviderUnavailableError, create_session
 from yoso_deploy.runtime.models import TASK_MODELS, YosoOrtForQuestionAnswering, YosoOrtForSequenceClassification
-from yoso_deploy.runtime.qa import QuestionAnsweringPipeline
+from yoso_deploy.runtime.qa import QuestionAnsweringPipeline, stitch_windows
 
 
 @pytest.fixture(scope="module")
@@ -109,6 +109,78 @@ def test_qa_windowing_matches_single_window(qa_dir):
     # Both see the whole question; the span the full window picks must also be found by the windows.
     top = windowed.answer("Where did Chen move?", CONTEXT, top_k=50, max_answer_len=5)
     assert (a.start, a.end) in {(x.start, x.end) for x in top}
+
+
+class _TokenLogits:
+    """A stand-in QA model: each token's logits are a fixed function of its id, plus (when ``drift`` is
+    set) of its position in the window, i.e. of how the window cut the context."""
+
+    max_sequence_length = 512
+
+    def __init__(self, drift: float = 0.0):
+        rng = np.random.default_rng(0)
+        self.table = rng.normal(0, 3, size=(2, 100_000))
+        self.drift = drift
+
+    def __call__(self, input_ids, attention_mask):
+        from types import SimpleNamespace
+
+        pos = np.arange(input_ids.shape[1])[None, :]
+        s = self.table[0][input_ids] + self.drift * np.sin(pos)
+        e = self.table[1][input_ids] + self.drift * np.cos(pos)
+        return SimpleNamespace(start_logits=s.astype(np.float32), end_logits=e.astype(np.float32))
+
+
+def _pipes(qa_dir, drift=0.0):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(qa_dir))
+    model = _TokenLogits(drift)
+    return (QuestionAnsweringPipeline(model, tok, max_seq_len=512),
+            QuestionAnsweringPipeline(model, tok, max_seq_len=32, doc_stride=8, batch_size=3))
+
+
+def test_stitched_windows_cover_the_context_once_from_the_best_window(qa_dir):
+    single, windowed = _pipes(qa_dir)
+    one = single.encode("Where did Chen move?", CONTEXT)
+    enc = windowed.encode("Where did Chen move?", CONTEXT)
+    assert len(enc["input_ids"]) >= 3
+    owner, position, offsets = stitch_windows(enc)
+    want = [tuple(o) for s, o in zip(one.sequence_ids(0), one["offset_mapping"][0]) if s == 1]
+    assert [tuple(o) for o in offsets] == want  # every context token once, in document order
+    for k, (w, i) in enumerate(zip(owner, position)):
+        assert tuple(enc["offset_mapping"][w][i]) == want[k] and enc.sequence_ids(w)[i] == 1
+        # no other window holding this token gives it more context on both sides
+        def context_in(v):
+            pos = [j for j, s in enumerate(enc.sequence_ids(v)) if s == 1]
+            offs = [tuple(enc["offset_mapping"][v][j]) for j in pos]
+            if want[k] not in offs:
+                return -1.0
+            q = offs.index(want[k])
+            return min(q, len(pos) - 1 - q) + 0.01 * len(pos)
+        assert context_in(w) == max(context_in(v) for v in range(len(enc["input_ids"])))
+
+
+def test_windowed_scores_equal_one_window_when_logits_do_not_depend_on_the_cut(qa_dir):
+    # Logits that depend on the token only: stitching must reproduce the single window exactly, spans
+    # crossing window boundaries included (a per-window softmax gives every window a unit of mass).
+    single, windowed = _pipes(qa_dir)
+    a = single.answer("Where did Chen move?", CONTEXT, top_k=20, max_answer_len=6)
+    b = windowed.answer("Where did Chen move?", CONTEXT, top_k=20, max_answer_len=6)
+    assert [(x.start, x.end, x.answer) for x in a] == [(x.start, x.end, x.answer) for x in b]
+    assert np.allclose([x.score for x in a], [x.score for x in b], rtol=1e-5, atol=0)
+    assert len({x.window for x in b}) > 1
+
+
+def test_windowed_scores_are_probabilities(qa_dir):
+    # Logits that drift with the cut: the scores of all spans together still cannot exceed 1 (a token's
+    # end logit from a window where it sits at the edge must not be paired with another normaliser).
+    _, windowed = _pipes(qa_dir, drift=4.0)
+    top = windowed.answer("Where did Chen move?", CONTEXT, top_k=400, max_answer_len=30)
+    assert len(top) > 100
+    assert all(0 < x.score <= 1 for x in top) and sum(x.score for x in top) <= 1 + 1e-9
+    assert all(CONTEXT[x.start:x.end] == x.answer for x in top)
+    assert [x.score for x in top] == sorted((x.score for x in top), reverse=True)
 
 
 def test_qa_cli(qa_dir, tmp_path):
