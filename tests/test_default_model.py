@@ -124,8 +124,8 @@ def test_long_context_is_windowed(heldout, pipe, windowed_pipe, filler_example):
 
 def test_windowed_answers_agree_with_one_window(eval_report, heldout, pipe, windowed_pipe):
     """Held-out contexts split into windows give the single window's answer at the rate the training
-    script measured on the whole split (windows see less of the context, so a model may legitimately
-    change a low-confidence answer; see model/README.md)."""
+    script measured on the whole split (a window sees less of the context, and a model trained on whole
+    contexts can then prefer a distractor; see model/README.md)."""
     examples = [heldout[i] for i in WINDOWED]
     same = 0
     for ex in examples:
