@@ -32,3 +32,27 @@ def random_inputs(batch: int, seq: int, vocab: int = 97, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     ids = torch.randint(3, vocab, (batch, seq), generator=g)
     return ids, torch.ones_like(ids)
+
+
+def yoso4096_config(**kw) -> YosoConfig:
+    """The uw-madison/yoso-4096 configuration with 2 layers instead of 12 (to save time), no dropout:
+    the size users deploy (random weights)."""
+    from yoso_deploy.modeling import yoso_4096_config
+
+    args = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    args.update(kw)
+    return yoso_4096_config(**args)
+
+
+@pytest.fixture(scope="session")
+def yoso4096_export(tmp_path_factory):
+    """A 2-layer yoso-4096-sized QA checkpoint (random weights) and its LSH export (no post-export check)."""
+    from transformers import YosoForQuestionAnswering
+
+    from yoso_deploy.export import export
+
+    base = tmp_path_factory.mktemp("yoso4096")
+    torch.manual_seed(4096)
+    YosoForQuestionAnswering(yoso4096_config()).save_pretrained(base / "ckpt")
+    export(base / "ckpt", base / "export", task="qa", validate=False)
+    return base / "export"

@@ -10,8 +10,7 @@ from conftest import small_config
 
 from yoso_deploy.export import ExportError, export, io_spec, make_inputs, register_schemas
 from yoso_deploy.modeling import TASK_CLASSES, load_model
-from yoso_deploy.parity import compare_outputs, torch_outputs
-from yoso_deploy.runtime import create_session
+from yoso_deploy.parity import check_onnxruntime
 
 TASKS = list(TASK_CLASSES)
 SHAPES = [(1, 1), (2, 7), (3, 64), (2, 300)]
@@ -39,20 +38,20 @@ def exports(tmp_path_factory):
     return get
 
 
-def check_against_reference(ckpt, result, task, attention, shapes=SHAPES, atol=1e-4):
+def check_against_reference(ckpt, result, task, attention, shapes=SHAPES):
+    """The export judged by yoso_deploy.parity (tie-aware codes, every layer tensor, hidden state and output)."""
     ref = load_model(ckpt, task=task, attention=attention)
     spec = io_spec(ref.config, task, debug_codes=True, attention=attention)
-    sess = create_session(result.onnx_path)
-    for i, (b, s) in enumerate(shapes):
-        feeds = make_inputs(spec, b, s, ref.config.vocab_size, seed=100 + i)
-        want = torch_outputs(ref, spec, feeds, debug_codes=True)
-        got = dict(zip(want, sess.run(list(want), feeds)))
-        for c in compare_outputs(want, got, atol=atol):
-            assert c.ok, (task, attention, b, s, c)
-            if c.identical is not None:
-                assert c.identical == 1.0
-        if attention == "lsh":
-            assert any(n.startswith("query_codes") for n in want)  # the codes really were compared
+    cases = [make_inputs(spec, b, s, ref.config.vocab_size, seed=100 + i) for i, (b, s) in enumerate(shapes)]
+    report = check_onnxruntime(ref, spec, result.onnx_path, cases)
+    assert report.passed, report.table()
+    kinds = {c.kind for c in report.comparisons}
+    layers = ref.config.num_hidden_layers
+    assert sum(c.kind == "hidden" for c in report.comparisons) == (layers + 1) * len(shapes)  # every layer's output
+    if attention == "lsh":  # the codes of every layer really were judged, and the layer tensors compared
+        assert {"codes", "tensor", "hidden", "output"} <= kinds
+        assert sum(c.kind == "codes" for c in report.comparisons) == 2 * layers * len(shapes)
+    return report
 
 
 @pytest.mark.parametrize("attention", ["lsh", "expectation"])
@@ -126,9 +125,12 @@ def test_expectation_export_uses_standard_ops_only(exports):
 def test_export_with_parity_check(tmp_path):
     ckpt = make_checkpoint(tmp_path / "ckpt", "token-classification")
     result = export(ckpt, tmp_path / "out", task="ner", attention="lsh", opset=17)
-    assert result.ok and result.parity
-    assert result.manifest["opset"] == 17
-    assert max(c.max_abs for c in result.parity) <= 1e-4
+    assert result.ok and result.parity.passed
+    assert result.manifest["opset"] == 17 and result.manifest["parity"]["status"] == "passed"
+    assert onnx.load(str(result.onnx_path)).opset_import[0].version == 17  # a real opset-17 model
+    # The check ran the short shapes and a padded batch of 2 at min(512, max positions).
+    assert result.check_shapes == ((2, 16), (3, 77), (2, 512))
+    assert {c.case for c in result.parity.comparisons} == {"2x16", "3x77", "2x512"}
     # Re-exporting into a previous export directory replaces it.
     export(ckpt, tmp_path / "out", task="token-classification", attention="expectation", validate=False)
 
@@ -159,7 +161,8 @@ def test_fp16_export(tmp_path, attention):
     result = export(ckpt, tmp_path / "out", task="qa", attention=attention, dtype="fp16")
     assert result.manifest["dtype"] == "fp16"
     assert [t["dtype"] for t in result.manifest["outputs"]] == ["float16", "float16"]
-    assert "CUDAExecutionProvider" in result.skipped_validation and not result.parity
+    assert "CUDAExecutionProvider" in result.skipped_validation and result.parity is None
+    assert result.manifest["parity"]["status"] == "skipped"
     register_schemas()
     model = onnx.load(str(result.onnx_path))
     onnx.checker.check_model(model, full_check=True)

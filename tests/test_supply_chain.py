@@ -155,7 +155,7 @@ def test_no_network_at_run_time(no_network, tmp_path):
         if (src / name).is_file():
             shutil.copy(src / name, ckpt / name)
 
-    result = export(ckpt, tmp_path / "qa", task="qa", validate=True, validation_shapes=((2, 9),))
+    result = export(ckpt, tmp_path / "qa", task="qa", validate=True, check_shapes=((2, 9),))
     assert result.ok and result.parity, result.parity_table()
     sess = create_session(result.onnx_path, intra_op_threads=2)
     out = sess.run(None, {"input_ids": np.array([[0, 7, 9, 2]]), "attention_mask": np.ones((1, 4), np.int64)})

@@ -43,27 +43,31 @@ def test_validate_passes_on_good_export(qa_export, tmp_path):
     res = validate.compare(qa_export / "good", backends=["torch", "ort-cpu", "trt"], batches=[1, 3], seq_lens=[9, 70],
                            report_dir=tmp_path / "rep")
     assert res.passed, res.table()
-    outputs = {r.output for r in res.results}
-    assert {"start_logits", "end_logits", "query_codes.0", "key_codes.1"} <= outputs
-    assert all(r.identical == 1.0 for r in res.results if "codes" in r.output)
-    assert all(r.max_abs <= 1e-4 for r in res.results)
+    names = {r.name for r in res.results}
+    assert {"start_logits", "end_logits", "layer 0 query", "layer 1 key", "hidden_states.2 (layer 1)",
+            "layer 1 value", "layer 0 attention (LSHCumulation output)"} <= names
+    codes = [r for r in res.results if r.kind == "codes"]
+    assert len(codes) == 2 * 2 * 4 and all(r.codes.compared > 0 and r.codes.non_ties == 0 for r in codes)
+    assert all(r.max_abs <= 1e-4 for r in res.results if r.kind != "codes")
     assert len(res.cases) == 4
     data = json.loads((tmp_path / "rep" / "validation.json").read_text())
     assert data["passed"] is True and data["backends"]["trt"]["available"] is False
     assert "tensorrt" in data["backends"]["trt"]["reason"]
+    assert len(data["cases"]) == 4  # one entry per (backend, batch, seq)
+    assert {c["case"] for c in data["cases"]} == {"1x9", "1x70", "3x9", "3x70"}
 
 
 def test_validate_fails_on_corrupted_export(qa_export):
     corrupt_signs(qa_export / "good", qa_export / "bad")
     res = validate.compare(qa_export / "bad", backends=["torch", "ort-cpu"], batches=[2], seq_lens=[40])
     assert not res.passed
-    failed = {f.output for f in res.failures()}
-    assert "query_codes.0" in failed and "key_codes.0" in failed
-    assert "query_codes.1" not in failed  # only layer 0 was corrupted
+    failed = {f.name for f in res.failures()}
+    assert failed == {"layer 0 query", "layer 0 key"}  # only layer 0 was corrupted; codes injected after it
+    assert res.first_failure().layer == 0
     r = CliRunner().invoke(main, ["validate", "--model", str(qa_export / "bad"), "--backends", "torch,ort-cpu",
                                   "--batch", "2", "--seq-len", "40"])
     assert r.exit_code == 1
-    assert "validation FAILED" in r.output and "ort-cpu:query_codes.0" in r.output
+    assert "validation FAILED for ort-cpu:layer 0 query (input 2x40)" in r.output
 
 
 def test_validate_uses_polygraphy(qa_export, monkeypatch):
@@ -81,7 +85,17 @@ def test_validate_uses_polygraphy(qa_export, monkeypatch):
     res = validate.compare(qa_export / "good", backends=["torch", "ort-cpu"], batches=[1], seq_lens=[5])
     assert res.passed and len(calls) == 1
     assert all(issubclass(t, BaseRunner) for t in calls[0])
-    assert "OnnxrtRunner" in [t.__name__ for t in calls[0]]
+    assert [t.__name__ for t in calls[0]] == ["OnnxrtRunner"]
+
+
+def test_validate_is_quiet_unless_verbose(qa_export):
+    args = ["validate", "--model", str(qa_export / "good"), "--backends", "torch,ort-cpu", "--batch", "1",
+            "--seq-len", "5"]
+    quiet = CliRunner().invoke(main, args)
+    assert quiet.exit_code == 0, quiet.output
+    assert not [ln for ln in quiet.output.splitlines() if ln.lstrip().startswith(("[I]", "[W]", "[E]", "[V]"))]
+    loud = CliRunner().invoke(main, args + ["--verbose"])
+    assert loud.exit_code == 0 and any(ln.lstrip().startswith("[I]") for ln in loud.output.splitlines())
 
 
 def test_validate_cli_and_inputs_file(qa_export, tmp_path):
@@ -100,8 +114,10 @@ def test_validate_cli_and_inputs_file(qa_export, tmp_path):
 def test_validate_errors(qa_export, tmp_path):
     with pytest.raises(validate.ValidationError, match="unknown backend"):
         validate.compare(qa_export / "good", backends=["tpu"])
-    with pytest.raises(validate.ValidationError, match="at least two available backends"):
+    with pytest.raises(validate.ValidationError, match="need the torch reference"):
         validate.compare(qa_export / "good", backends=["ort-cpu", "trt"])
+    with pytest.raises(validate.ValidationError, match="need the torch reference and at least one other"):
+        validate.compare(qa_export / "good", backends=["torch"])
     with pytest.raises(FileNotFoundError, match="no yoso_export.json"):
         validate.compare(tmp_path)
     with pytest.raises(validate.ValidationError, match="exceeds the model's maximum"):

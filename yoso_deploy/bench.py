@@ -129,7 +129,7 @@ def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int |
 
         if threads:
             torch.set_num_threads(int(threads))
-        model = load_model(_torch_reference_dir(manifest, reference), task=manifest["task"],
+        model = load_model(_torch_reference_dir(manifest, reference, model_dir), task=manifest["task"],
                            attention=manifest["attention"], seed=manifest["seed"])
         spec = manifest_spec(manifest)
         return (lambda feeds: torch_outputs(model, spec, feeds)), (lambda: None), "RSS"
@@ -148,13 +148,17 @@ def run(
     reference=None,
     report_dir: str | Path | None = None,
     progress: bool = False,
+    allow_failed_export: bool = False,
 ) -> BenchResult:
     """Time every (backend, batch, seq_len) case: ``warmup`` untimed runs, then ``iterations`` runs
     (or as many as fit in ``seconds``). Inputs are full-length (no padding)."""
     import click
 
+    from .export.exporter import check_usable
+
     model_dir = Path(model_dir)
     manifest = load_manifest(model_dir)
+    check_usable(manifest, model_dir, allow_failed_export)
     spec = manifest_spec(manifest)
     requested = list(backends or ["ort-cpu"])
     unknown = [b for b in requested if b not in BACKENDS]

@@ -67,7 +67,9 @@ TASK_HELP = (
 @main.command("export")
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Hugging Face YOSO checkpoint directory (config.json + weights). Default: the embedded model in model/.")
-@click.option("--task", default="qa", show_default=True, help=TASK_HELP)
+@click.option("--task", default=None,
+              help=TASK_HELP + " Default: the checkpoint's architecture (config.json 'architectures'); a task whose "
+                   "head the checkpoint lacks is refused (base is always allowed).")
 @click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
               help="Output directory (new or empty, or a previous export to replace).")
 @click.option("--attention", type=click.Choice(["lsh", "expectation"]), default="lsh", show_default=True,
@@ -75,37 +77,55 @@ TASK_HELP = (
 @click.option("--opset", type=int, default=None, help="ONNX opset (17 or higher; default 18).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random hash functions (signs).")
 @click.option("--atol", type=float, default=1e-4, show_default=True,
-              help="Max abs difference allowed between ONNX Runtime and PyTorch in the post-export check.")
+              help="Absolute tolerance of the post-export check (outputs and layer tensors, with hash codes injected).")
+@click.option("--rtol", type=float, default=1e-3, show_default=True, help="Relative tolerance of the post-export check.")
+@click.option("--check-shapes", default=None,
+              help="BATCHxSEQ list of the post-export check, e.g. 2x16,2x512 (default: 2x16,3x77,2x<min(512, max positions)>).")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="Float type of weights and activations. fp16 is for GPU backends (TensorRT strongly typed "
                    "networks, ORT CUDA); hashing stays fp32 inside FastHash.")
 @click.option("--debug-codes", is_flag=True, help="Also output every layer's hash codes (for parity debugging).")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
-def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, debug_codes, no_validate):
+@click.option("--verbose", is_flag=True, help="Show the exporter's log.")
+def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, check_shapes, dtype, debug_codes,
+               no_validate, verbose):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
-    and compared with the PyTorch reference; the command fails if an output differs by more than
-    --atol or a hash code differs at all.
+    and judged against the PyTorch reference (tie-aware for LSH, layer by layer; see 'yoso-deploy
+    validate'). A failed check exits 1, keeps the files and marks the manifest "failed", so that
+    run/qa/bench/validate refuse the export unless --allow-failed-export.
     """
     from .export import DEFAULT_OPSET, ParityError, export
+    from .export.exporter import parse_shapes
 
     t0 = time.perf_counter()
+    shapes = parse_shapes(check_shapes) if check_shapes else None
     try:
         result = export(model_dir, output, task=task, attention=attention,
-                        opset=DEFAULT_OPSET if opset is None else opset, seed=seed,
-                        debug_codes=debug_codes, validate=not no_validate, atol=atol, dtype=dtype)
+                        opset=DEFAULT_OPSET if opset is None else opset, seed=seed, check_shapes=shapes,
+                        debug_codes=debug_codes, validate=not no_validate, atol=atol, rtol=rtol, dtype=dtype,
+                        verbose=verbose)
     except ParityError as e:
-        click.echo(e.result.parity_table())
+        _print_check(e.result)
         raise
-    click.echo(f"exported {result.manifest['task']} ({result.manifest['attention']}) to {result.onnx_path} "
-               f"in {result.export_seconds:.1f}s")
+    click.echo(f"exported {result.manifest['task']} ({result.manifest['attention']}, opset {result.manifest['opset']}) "
+               f"to {result.onnx_path} in {result.export_seconds:.1f}s")
+    for note in result.notes:
+        click.echo(f"note: {note}")
     if result.skipped_validation:
         click.echo(f"parity check skipped: {result.skipped_validation}")
-    if result.parity:
-        click.echo(f"ONNX Runtime vs PyTorch ({result.parity_seconds:.1f}s):")
-        click.echo(result.parity_table())
+    _print_check(result)
     click.echo(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _print_check(result) -> None:
+    if result.parity is None:
+        return
+    shapes = ", ".join(f"{b}x{s}" for b, s in result.check_shapes)
+    click.echo(f"ONNX Runtime vs PyTorch on {shapes} (batch x sequence, padded), {result.parity_seconds:.1f}s:")
+    click.echo(result.parity_table())
+    click.echo(f"post-export check: {'passed' if result.ok else 'FAILED (the export is marked failed)'}")
 
 
 def _feeds_from_json(spec_inputs: list[dict], source: str) -> dict:
@@ -170,14 +190,18 @@ def _feeds_from_text(model_dir: Path, manifest: dict, texts: tuple, pair: str | 
               help="TensorRT engine for --backend trt (default: <model>/model.plan).")
 @click.option("--plugins", default="auto", show_default=True,
               help="TensorRT plugin library for --backend trt ('auto' = the installed libyoso_trt.so).")
-def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json, backend, engine_path, plugins):
+@click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
+def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json, backend, engine_path, plugins,
+            allow_failed_export):
     """Run an exported model with ONNX Runtime (libyoso_ort.so registered) or TensorRT and print its outputs."""
     import numpy as np
 
     from .export import load_manifest
+    from .export.exporter import check_usable
     from .runtime import create_session
 
     manifest = load_manifest(model_dir)
+    check_usable(manifest, model_dir, allow_failed_export)
     if bool(input_json) == bool(texts):
         raise click.UsageError("give exactly one of --input JSON or --text TEXT")
     tok = None
@@ -312,24 +336,36 @@ def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_sha
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
 @click.option("--backends", default="torch,ort-cpu,ort-cuda,trt", show_default=True,
-              help="Comma-separated backends; the first available one is the reference. Unavailable ones are listed with the reason.")
+              help="Comma-separated backends; torch is the reference. Unavailable ones are listed with the reason.")
 @click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes (comma-separated).")
 @click.option("--seq-len", "seq_lens", default="16,128", show_default=True, help="Sequence lengths (comma-separated).")
-@click.option("--atol", multiple=True, help="Absolute tolerance, global (1e-4) or per output (start_logits=1e-3); repeatable.")
+@click.option("--atol", multiple=True,
+              help="Absolute tolerance, global (1e-4) or per output (start_logits=1e-3; hidden_states=... for layer "
+                   "tensors); repeatable.")
 @click.option("--rtol", multiple=True, help="Relative tolerance, global (1e-3) or per output; repeatable.")
+@click.option("--hidden-rtol", type=float, default=None,
+              help="Per-feature relative error allowed in hidden states and layer tensors (default 1e-4).")
+@click.option("--tie-bound-scale", type=float, default=1.0, show_default=True,
+              help="Multiplier of the float32 tie bound of LSH codes (plugins/OPS.md section 5); raise only for "
+                   "backends that compute projections in lower precision (e.g. TF32).")
 @click.option("--inputs", type=click.Path(path_type=Path), default=None,
               help="Use these inputs instead of generated ones: .npz, or JSON (object or list of objects, name -> nested list).")
 @click.option("--reference", type=click.Path(path_type=Path), default=None,
               help="Checkpoint directory of the PyTorch reference (default: the export's source model).")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Write validation.json and validation.md here.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--allow-failed-export", is_flag=True, help="Validate an export whose post-export check failed.")
 @click.option("--verbose", is_flag=True, help="Show polygraphy's log.")
-def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, inputs, reference, report_dir, verbose):
-    """Check that every available backend computes the PyTorch reference's outputs (via polygraphy).
+def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol, tie_bound_scale, inputs, reference,
+                 report_dir, threads, allow_failed_export, verbose):
+    """Check that every available backend computes what the PyTorch reference computes.
 
     Inputs are generated from the export's input spec with realistic padding (row i > 0 of a batch
-    is right-padded), or loaded with --inputs. Hash codes (exports made with --debug-codes) must be
-    identical. Exit code 1 if any output fails; the failing backend and output are named.
+    is right-padded), or loaded with --inputs. LSH exports are judged tie-aware: every layer's hash
+    codes may differ from the reference's only in near-tie bits (|t| within the float32 tie bound),
+    and with the backend's codes injected into the reference every layer tensor, hidden state and
+    output must agree within tolerance. Exit code 1 names the first failing layer.
     """
     from . import validate as v
 
@@ -338,17 +374,20 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, inputs, ref
     res = v.compare(model_dir or _default_export_dir(), backends=_backend_list(backends),
                     batches=_int_list(batches, "--batch"), seq_lens=_int_list(seq_lens, "--seq-len"),
                     atol={"*": a, **a_per}, rtol={"*": r, **r_per}, inputs=inputs, reference=reference,
-                    report_dir=report_dir, verbose=verbose)
+                    report_dir=report_dir, verbose=verbose,
+                    hidden_rtol=v.DEFAULT_HIDDEN_RTOL if hidden_rtol is None else hidden_rtol,
+                    tie_bound_scale=tie_bound_scale, allow_failed_export=allow_failed_export,
+                    intra_op_threads=threads)
     for b in res.backends.values():
         if not b.available:
             click.echo(f"skipped {b.name}: {b.reason}")
-    click.echo(f"reference: {res.reference}; {len(res.cases)} input case(s)")
+    click.echo(f"reference: {res.reference}; {len(res.cases)} input case(s); {res.seconds:.1f}s")
     click.echo(res.table())
     if report_dir:
         click.echo(f"report: {report_dir}/validation.md")
     if not res.passed:
-        bad = ", ".join(f"{f.backend}:{f.output}" for f in res.failures())
-        raise click.ClickException(f"validation FAILED for {bad}")
+        first = res.first_failure()
+        raise click.ClickException(f"validation FAILED for {first.backend}:{first.name} (input {first.case}): {first.error}")
     click.echo("validation passed")
 
 
@@ -365,7 +404,9 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, inputs, ref
 @click.option("--reference", type=click.Path(path_type=Path), default=None, help="Checkpoint for the torch backend.")
 @click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
               help="Write report.json, report.md and latency.png here.")
-def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, seconds, threads, reference, report_dir):
+@click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
+def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, seconds, threads, reference, report_dir,
+              allow_failed_export):
     """Measure latency (p50/p90/p99/mean), throughput and peak memory per backend, batch and length."""
     from . import bench
 
@@ -374,7 +415,7 @@ def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, second
     res = bench.run(model_dir or _default_export_dir(), backends=_backend_list(backends),
                     batches=_int_list(batches, "--batch"), seq_lens=_int_list(seq_lens, "--seq-len"),
                     warmup=warmup, iterations=iterations, seconds=seconds, threads=threads, reference=reference,
-                    report_dir=report_dir, progress=sys.stderr.isatty())
+                    report_dir=report_dir, progress=sys.stderr.isatty(), allow_failed_export=allow_failed_export)
     for b in res.backends.values():
         if not b.available:
             click.echo(f"skipped {b.name}: {b.reason}")
@@ -400,8 +441,9 @@ def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, second
               help="Execution provider; a missing provider is an error, not a fallback.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
 @click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
+@click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
 def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, max_seq_len, doc_stride, provider,
-           threads, as_json):
+           threads, as_json, allow_failed_export):
     """Answer a question about a context with an exported QA model (ONNX Runtime)."""
     from .runtime.qa import QuestionAnsweringPipeline
 
@@ -411,7 +453,7 @@ def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, ma
         context = context_file.read_text(encoding="utf-8")
     pipe = QuestionAnsweringPipeline.from_pretrained(model_dir or _default_export_dir(), provider=provider,
                                                      max_seq_len=max_seq_len, doc_stride=doc_stride,
-                                                     intra_op_threads=threads)
+                                                     intra_op_threads=threads, allow_failed_export=allow_failed_export)
     answers = pipe.answer(question, context, top_k=top_k, max_answer_len=max_answer_len)
     if as_json:
         click.echo(json.dumps([a.to_json() for a in answers], indent=2))

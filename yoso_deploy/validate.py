@@ -1,17 +1,21 @@
-"""Parity of every available backend against the PyTorch reference, through polygraphy.
+"""Parity of every available backend against the PyTorch reference (``yoso-deploy validate``).
 
-polygraphy's ``OnnxrtRunner`` cannot register custom-op libraries by itself (NVIDIA/TensorRT#4487);
-it does accept a callable that builds the session, so we hand it one that registers
-``libyoso_ort.so``. The PyTorch reference is a polygraphy runner of ours (:class:`TorchRunner`),
-so ``Comparator.run`` drives every backend on the same inputs and ``SimpleCompareFunc`` judges
-each output.
+The backends run through polygraphy (``Comparator.run``): ONNX Runtime through ``OnnxrtRunner``
+with a session factory that registers ``libyoso_ort.so`` (polygraphy cannot register custom-op
+libraries itself, NVIDIA/TensorRT#4487), TensorRT through ``TrtRunner``. What each backend computed
+is then judged against the PyTorch reference by :mod:`yoso_deploy.parity`:
+
+* LSH exports: the backend runs an in-memory copy of ``model.onnx`` whose every FastHash input and
+  output, LSHCumulation value input and output, and encoder-layer output is also a graph output; the
+  reference runs with the backend's hash codes injected layer by layer; codes are judged tie-aware
+  and every tensor within fp32 tolerances (plugins/OPS.md section 5);
+* expectation exports: outputs and hidden states are compared directly.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import json
-import math
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -20,11 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from .export import load_manifest
+from .export.exporter import check_usable, source_model_dir
 from .export.spec import IOSpec, TensorSpec, make_inputs
+from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
 
 BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")
-DEFAULT_ATOL = 1e-4
-DEFAULT_RTOL = 1e-3
 
 
 class ValidationError(RuntimeError):
@@ -43,9 +47,15 @@ class Backend:
     reason: str = ""
 
 
-def _torch_reference_dir(manifest: dict, reference: str | Path | None) -> Path | None:
-    p = Path(reference) if reference else Path(manifest.get("source_model", ""))
-    return p if str(p) and (p / "config.json").is_file() else None
+def _torch_reference_dir(manifest: dict, reference: str | Path | None, model_dir: str | Path = ".") -> Path | None:
+    """The PyTorch reference checkpoint: ``reference`` if given, else the export's source model (or None)."""
+    if reference:
+        p = Path(reference).expanduser()
+        return p if (p / "config.json").is_file() else None
+    try:
+        return source_model_dir(manifest, model_dir)
+    except FileNotFoundError:
+        return None
 
 
 def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None = None) -> dict[str, Backend]:
@@ -53,9 +63,18 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
     from . import _native
 
     out = {}
-    ref = _torch_reference_dir(manifest, reference)
-    out["torch"] = Backend("torch", ref is not None,
-                           "" if ref else f"source checkpoint {manifest.get('source_model')!r} not found; pass --reference DIR")
+    ref = _torch_reference_dir(manifest, reference, model_dir)
+    if ref is not None:
+        out["torch"] = Backend("torch", True)
+    elif reference:
+        out["torch"] = Backend("torch", False, f"--reference {str(reference)!r} holds no config.json; pass the checkpoint directory")
+    else:
+        try:
+            source_model_dir(manifest, model_dir)
+            why = ""
+        except FileNotFoundError as e:
+            why = str(e)
+        out["torch"] = Backend("torch", False, why)
     try:
         import onnxruntime as ort
 
@@ -78,6 +97,9 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
     engine = Path(model_dir) / "model.plan"
     if importlib.util.find_spec("tensorrt") is None:
         out["trt"] = Backend("trt", False, "the TensorRT runtime (Python package 'tensorrt') is not installed; it needs an NVIDIA GPU")
+    elif manifest.get("attention") == "lsh":
+        out["trt"] = Backend("trt", False, "tie-aware LSH parity needs every FastHash output, which an engine built from "
+                                           "model.onnx does not expose; validate TensorRT with an expectation export")
     elif not engine.is_file():
         out["trt"] = Backend("trt", False, f"no engine {engine}; build one with 'yoso-deploy build-engine --model {model_dir}'")
     else:
@@ -87,56 +109,21 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
 
 def _polygraphy():
     try:
-        from polygraphy.backend.base import BaseRunner
         from polygraphy.backend.onnxrt import OnnxrtRunner
-        from polygraphy.comparator import Comparator, SimpleCompareFunc
+        from polygraphy.comparator import Comparator
         from polygraphy.logger import G_LOGGER
     except ImportError as e:  # pragma: no cover - polygraphy is a dependency
         raise ValidationError("polygraphy is not installed; pip install 'polygraphy>=0.49'") from e
-    return BaseRunner, OnnxrtRunner, Comparator, SimpleCompareFunc, G_LOGGER
+    return OnnxrtRunner, Comparator, G_LOGGER
 
 
-def make_torch_runner(reference_dir: Path, manifest: dict, debug_codes: bool):
-    """A polygraphy runner that runs the PyTorch reference model of an export."""
-    BaseRunner = _polygraphy()[0]
-    from polygraphy.common import TensorMetadata
-
-    from .modeling import load_model
-    from .parity import torch_outputs
-
-    class TorchRunner(BaseRunner):
-        def __init__(self):
-            super().__init__(name="torch", prefix="torch-runner")
-
-        def activate_impl(self):
-            self.model = load_model(reference_dir, task=manifest["task"], attention=manifest["attention"],
-                                    seed=manifest["seed"])
-            self.spec = manifest_spec(manifest)
-
-        def get_input_metadata_impl(self):
-            meta = TensorMetadata()
-            for t in self.spec.inputs:
-                meta.add(t.name, dtype=np.dtype(t.dtype), shape=[d if isinstance(d, int) else -1 for d in t.dims])
-            return meta
-
-        def infer_impl(self, feed_dict):
-            start = time.perf_counter()
-            out = OrderedDict(torch_outputs(self.model, self.spec, feed_dict, debug_codes=debug_codes))
-            self.inference_time = time.perf_counter() - start
-            return out
-
-        def deactivate_impl(self):
-            del self.model
-
-    return TorchRunner()
-
-
-def make_ort_runner(onnx_path: Path, provider: str, name: str, intra_op_threads: int | None = None):
-    OnnxrtRunner = _polygraphy()[1]
+def make_ort_runner(onnx_model: Path | bytes, provider: str, name: str, intra_op_threads: int | None = None):
+    """A polygraphy ``OnnxrtRunner`` whose session has libyoso_ort.so registered (``onnx_model``: path or bytes)."""
+    OnnxrtRunner = _polygraphy()[0]
     from .runtime import CPU, CUDA, create_session
 
     providers = [CUDA, CPU] if provider == "cuda" else [CPU]
-    return OnnxrtRunner(lambda: create_session(onnx_path, providers=providers, intra_op_threads=intra_op_threads), name=name)
+    return OnnxrtRunner(lambda: create_session(onnx_model, providers=providers, intra_op_threads=intra_op_threads), name=name)
 
 
 def parse_tolerances(values, default: float) -> tuple[float, dict[str, float]]:
@@ -152,58 +139,53 @@ def parse_tolerances(values, default: float) -> tuple[float, dict[str, float]]:
 
 
 @dataclass
-class OutputResult:
-    backend: str
-    output: str
-    max_abs: float
-    mean_abs: float
-    max_rel: float
-    mean_rel: float
-    identical: float | None
-    atol: float
-    rtol: float
-    passed: bool
-
-
-@dataclass
 class ValidationResult:
     model_dir: str
     reference: str
     backends: dict
     cases: list
-    results: list[OutputResult] = field(default_factory=list)
+    report: ParityReport = field(default_factory=ParityReport)
+    seconds: float = 0.0
+
+    @property
+    def results(self):
+        return self.report.comparisons
 
     @property
     def passed(self) -> bool:
-        return bool(self.results) and all(r.passed for r in self.results)
+        return self.report.passed
 
-    def failures(self) -> list[OutputResult]:
-        return [r for r in self.results if not r.passed]
+    def failures(self):
+        return self.report.failures()
+
+    def first_failure(self):
+        return self.report.first_failure()
 
     def table(self) -> str:
-        from .parity import format_table
-
-        rows = [[r.backend, r.output, f"{r.max_abs:.3e}", f"{r.mean_abs:.3e}", f"{r.max_rel:.3e}",
-                 "" if r.identical is None else f"{100 * r.identical:.2f}%", f"{r.atol:.0e}/{r.rtol:.0e}",
-                 "ok" if r.passed else "FAIL"] for r in self.results]
-        return format_table(["backend", "output", "max abs", "mean abs", "max rel", "identical", "atol/rtol", "status"], rows)
+        return self.report.table()
 
     def to_json(self) -> dict:
+        first = self.report.first_failure()
         return {"model_dir": self.model_dir, "reference": self.reference, "passed": self.passed,
-                "backends": {k: asdict(v) for k, v in self.backends.items()}, "cases": self.cases,
-                "results": [asdict(r) for r in self.results]}
+                "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}: {first.error}",
+                "seconds": round(self.seconds, 2), "notes": self.report.notes,
+                "backends": {k: asdict(v) for k, v in self.backends.items()}, "inputs": self.cases,
+                "cases": self.report.cases()}
 
 
 def load_inputs(path: str | Path, spec: IOSpec) -> list[dict[str, np.ndarray]]:
     """Inputs from ``.npz`` (one case) or JSON (an object, or a list of objects, name -> nested list)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     if not p.is_file():
         raise FileNotFoundError(f"--inputs file {str(p)!r} does not exist")
     if p.suffix == ".npz":
         with np.load(p) as z:
             cases = [{k: z[k] for k in z.files}]
     else:
-        data = json.loads(p.read_text())
+        try:
+            data = json.loads(p.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValidationError(f"--inputs {str(p)!r} is not valid JSON ({e}); give .npz or JSON name -> nested list") from e
         cases = data if isinstance(data, list) else [data]
     out = []
     for case in cases:
@@ -231,16 +213,22 @@ def compare(
     report_dir: str | Path | None = None,
     seed: int = 0,
     verbose: bool = False,
+    hidden_rtol: float = DEFAULT_HIDDEN_RTOL,
+    tie_bound_scale: float = 1.0,
+    allow_failed_export: bool = False,
+    intra_op_threads: int | None = None,
 ) -> ValidationResult:
-    """Run the export's inputs through every requested, available backend and compare with the first.
+    """Run the export on every requested, available backend and judge each against the PyTorch reference.
 
-    ``backends`` defaults to all; the first available one in the list (``torch`` by default) is the
-    reference. ``atol``/``rtol`` are a float or ``{output: float}`` (with key ``"*"`` as default).
-    Hash codes (debug outputs) are always compared exactly.
+    ``backends`` defaults to all; ``torch`` (the reference) must be available (``reference``: its
+    checkpoint, default the export's ``source_model``). ``atol``/``rtol``: a float or ``{output: float}``
+    (key ``"*"`` = default; ``"hidden_states"`` applies to layer tensors). See :mod:`yoso_deploy.parity`.
     """
-    _, _, Comparator, SimpleCompareFunc, G_LOGGER = _polygraphy()
-    model_dir = Path(model_dir)
+    t_start = time.perf_counter()
+    _, Comparator, G_LOGGER = _polygraphy()
+    model_dir = Path(model_dir).expanduser()
     manifest = load_manifest(model_dir)
+    check_usable(manifest, model_dir, allow_failed_export)
     spec = manifest_spec(manifest)
     requested = list(backends or BACKENDS)
     unknown = [b for b in requested if b not in BACKENDS]
@@ -251,73 +239,74 @@ def compare(
         if b not in requested:
             status[b] = Backend(b, False, "not requested")
     runnable = [b for b in requested if status[b].available]
-    if len(runnable) < 2:
+    others = [b for b in runnable if b != "torch"]
+    if "torch" not in runnable or not others:
         why = "; ".join(f"{b}: {status[b].reason}" for b in requested if not status[b].available)
-        raise ValidationError(f"need at least two available backends to compare, have {runnable or 'none'} ({why})")
-    onnx_path = model_dir / manifest.get("model_file", "model.onnx")
-    has_codes = bool(spec.debug_outputs)
-    runners = []
-    for b in runnable:
-        if b == "torch":
-            runners.append(make_torch_runner(_torch_reference_dir(manifest, reference), manifest, has_codes))
-        elif b == "ort-cpu":
-            runners.append(make_ort_runner(onnx_path, "cpu", "ort-cpu"))
-        elif b == "ort-cuda":
-            runners.append(make_ort_runner(onnx_path, "cuda", "ort-cuda"))
-        elif b == "trt":
-            from .trt import make_trt_runner
-
-            runners.append(make_trt_runner(model_dir / "model.plan", name="trt"))
+        raise ValidationError(f"need the torch reference and at least one other available backend, have "
+                              f"{runnable or 'none'} ({why})")
 
     if inputs is not None:
         cases = load_inputs(inputs, spec)
         case_desc = [{k: list(v.shape) for k, v in c.items()} for c in cases]
     else:
         cases, case_desc = [], []
+        vocab = _vocab_size(model_dir)
         for b in batches:
             for s in seq_lens:
                 if s > manifest["max_sequence_length"]:
                     raise ValidationError(f"--seq-len {s} exceeds the model's maximum {manifest['max_sequence_length']}")
-                cases.append(make_inputs(spec, int(b), int(s), _vocab_size(model_dir), seed=seed + len(cases)))
+                cases.append(make_inputs(spec, int(b), int(s), vocab, seed=seed + len(cases)))
                 case_desc.append({"batch": int(b), "seq_len": int(s)})
 
-    base_atol, per_atol = (atol, {}) if not isinstance(atol, dict) else (atol.get("*", DEFAULT_ATOL), atol)
-    base_rtol, per_rtol = (rtol, {}) if not isinstance(rtol, dict) else (rtol.get("*", DEFAULT_RTOL), rtol)
-    names = [t.name for t in spec.outputs + spec.debug_outputs]
-    atols = {n: (0.0 if n in {t.name for t in spec.debug_outputs} else per_atol.get(n, base_atol)) for n in names}
-    rtols = {n: (0.0 if n in {t.name for t in spec.debug_outputs} else per_rtol.get(n, base_rtol)) for n in names}
+    from .modeling import load_model
+    from .parity import instrumented_model, judge_backend, reference_forward
+
+    onnx_path = model_dir / manifest.get("model_file", "model.onnx")
+    proto, probes = instrumented_model(onnx_path)
+    lsh = manifest.get("attention") == "lsh"
+    onnx_bytes = proto.SerializeToString()
+    del proto
+    runners = []
+    for b in others:
+        if b == "ort-cpu":
+            runners.append(make_ort_runner(onnx_bytes, "cpu", "ort-cpu", intra_op_threads))
+        elif b == "ort-cuda":
+            runners.append(make_ort_runner(onnx_bytes, "cuda", "ort-cuda", intra_op_threads))
+        elif b == "trt":
+            from .trt import make_trt_runner
+
+            runners.append(make_trt_runner(model_dir / "model.plan", name="trt"))
 
     severity = G_LOGGER.module_severity
     if not verbose:
-        G_LOGGER.module_severity = G_LOGGER.ERROR
+        G_LOGGER.module_severity = G_LOGGER.CRITICAL  # polygraphy's [W]/[E]/[I] lines only with --verbose
     try:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            run_results = Comparator.run(runners, data_loader=cases)
-            # One compare function -> AccuracyResults holds one AccuracyResult: {(ref, other): [per-iteration]}.
-            accuracy = Comparator.compare_accuracy(
-                run_results, compare_func=SimpleCompareFunc(atol=atols, rtol=rtols, check_error_stat="elemwise")
-            )[0]
+        run_results = Comparator.run(runners, data_loader=cases)
     finally:
         G_LOGGER.module_severity = severity
+    del onnx_bytes
 
-    result = ValidationResult(str(model_dir), runnable[0], {k: v for k, v in status.items()}, case_desc)
-    ref_name = runners[0].name
-    ref_iters = dict(run_results.items())[ref_name]
-    for (r0, r1), iterations in accuracy.items():
-        other = r1 if r0 == ref_name else r0
-        other_iters = dict(run_results.items())[other]
-        for name in names:
-            verdicts = [bool(it[name]) if name in it else False for it in iterations]
-            stats = [_stats(ref_iters[i][name], other_iters[i][name]) for i in range(len(ref_iters))]
-            result.results.append(OutputResult(
-                backend=other, output=name,
-                max_abs=max(s[0] for s in stats), mean_abs=float(np.mean([s[1] for s in stats])),
-                max_rel=max(s[2] for s in stats), mean_rel=float(np.mean([s[3] for s in stats])),
-                identical=(float(np.mean([s[4] for s in stats])) if stats[0][4] is not None else None),
-                atol=atols[name], rtol=rtols[name], passed=all(v is not False for v in verdicts),
-            ))
+    model = load_model(_torch_reference_dir(manifest, reference, model_dir), task=manifest["task"],
+                       attention=manifest["attention"], seed=manifest["seed"])
+    tol = Tolerances(atol=atol, rtol=rtol, hidden_rtol=hidden_rtol, tie_bound_scale=tie_bound_scale)
+    report = ParityReport()
+    if probes.hidden_note:
+        report.notes.append(f"hidden states not compared: {probes.hidden_note}")
+    cached: dict[int, tuple] = {}
+    for runner_name, iterations in run_results.items():
+        for i, (feeds, out) in enumerate(zip(cases, iterations)):
+            values = {k: np.asarray(v) for k, v in OrderedDict(out).items()}
+            ref = None
+            if not lsh:
+                if i not in cached:
+                    cached[i] = reference_forward(model, spec, feeds)
+                ref = cached[i]
+            report.comparisons += judge_backend(model, spec, probes if (lsh or probes.hidden_states) else None,
+                                                runner_name, feeds, values, tol, reference=ref)
+    result = ValidationResult(str(model_dir), "torch", dict(status), case_desc, report,
+                              time.perf_counter() - t_start)
     if report_dir is not None:
-        write_report(result, Path(report_dir))
+        write_report(result, Path(report_dir).expanduser())
     return result
 
 
@@ -326,23 +315,12 @@ def _vocab_size(model_dir: Path) -> int:
     return int(cfg["vocab_size"])
 
 
-def _stats(ref: np.ndarray, got: np.ndarray):
-    if ref.shape != got.shape:
-        return (math.inf, math.inf, math.inf, math.inf, 0.0 if np.issubdtype(ref.dtype, np.integer) else None)
-    a, b = ref.astype(np.float64), got.astype(np.float64)
-    diff = np.abs(a - b)
-    rel = diff / np.maximum(np.abs(a), 1e-12)
-    ident = float(np.mean(ref == got)) if np.issubdtype(ref.dtype, np.integer) and ref.size else (
-        1.0 if np.issubdtype(ref.dtype, np.integer) else None)
-    return (float(diff.max(initial=0)), float(diff.mean()) if diff.size else 0.0,
-            float(rel.max(initial=0)), float(rel.mean()) if rel.size else 0.0, ident)
-
-
 def write_report(result: ValidationResult, report_dir: Path) -> None:
     report_dir.mkdir(parents=True, exist_ok=True)
     (report_dir / "validation.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
     lines = [f"# Validation of `{result.model_dir}`", "", f"Reference: **{result.reference}**; verdict: "
-             f"**{'PASS' if result.passed else 'FAIL'}**", "", "| backend | available | reason |", "|---|---|---|"]
+             f"**{'PASS' if result.passed else 'FAIL'}** ({result.seconds:.1f} s)", "",
+             "| backend | available | reason |", "|---|---|---|"]
     lines += [f"| {b.name} | {'yes' if b.available else 'no'} | {b.reason} |" for b in result.backends.values()]
     lines += ["", "```", result.table(), "```", ""]
     (report_dir / "validation.md").write_text("\n".join(lines))

@@ -31,13 +31,18 @@ import torch
 from .. import __version__
 from ..modeling import ATTENTION_MODES, canonical_task, load_model
 from ..modeling.ops import OP_DOMAIN, OP_VERSION
-from ..parity import COMPARISON_HEADERS, Comparison, ExportWrapper, compare_outputs, format_table, torch_outputs
+from .names import restore_parameter_names
+from .opset import downgrade_opset, model_opset
 from .schemas import register_schemas
 from .spec import IOSpec, io_spec, make_inputs
+from .wrapper import ExportWrapper
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
+EXPORTER_OPSET = 18  # torch.onnx's torchlib implements opset 18; 17 is reached by downgrade_opset
+# The post-export check: two short shapes, plus a padded batch of 2 at min(512, max positions).
+SHORT_CHECK_SHAPES = ((2, 16), (3, 77))
 MANIFEST = "yoso_export.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -74,11 +79,15 @@ class ExportError(RuntimeError):
 
 
 class ParityError(RuntimeError):
-    """The exported model disagrees with the PyTorch reference beyond tolerance."""
+    """The exported model disagrees with the PyTorch reference (the export is kept, marked as failed)."""
 
     def __init__(self, message: str, result: "ExportResult"):
         super().__init__(message)
         self.result = result
+
+
+class FailedExportError(RuntimeError):
+    """The export's post-export parity check failed; commands refuse it unless told otherwise."""
 
 
 @dataclass
@@ -87,16 +96,18 @@ class ExportResult:
     onnx_path: Path
     manifest: dict
     export_seconds: float
-    parity: list[Comparison] = field(default_factory=list)
+    parity: object = None  # yoso_deploy.parity.ParityReport of the post-export check
     parity_seconds: float = 0.0
     skipped_validation: str = ""
+    check_shapes: tuple = ()
+    notes: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.parity)
+        return self.parity is None or self.parity.passed
 
     def parity_table(self) -> str:
-        return format_table(COMPARISON_HEADERS, [c.row() for c in self.parity])
+        return "" if self.parity is None else self.parity.table()
 
 
 def load_manifest(model_dir: str | Path) -> dict:
@@ -118,6 +129,65 @@ def load_manifest(model_dir: str | Path) -> dict:
         what = f"lacks {', '.join(missing)}" if missing else f"has format {manifest.get('format')!r}"
         raise ValueError(f"{str(path)!r} is not a yoso-deploy export manifest (it {what}); {fix}")
     return manifest
+
+
+def check_usable(manifest: dict, model_dir: str | Path, allow_failed_export: bool = False) -> None:
+    """Refuse an export whose post-export parity check failed (``"parity": "failed"`` in the manifest)."""
+    parity = manifest.get("parity") or {}
+    status = parity.get("status") if isinstance(parity, dict) else parity
+    if status == "failed" and not allow_failed_export:
+        first = parity.get("first_failure") if isinstance(parity, dict) else None
+        raise FailedExportError(
+            f"{str(model_dir)!r} failed its post-export parity check ({first or 'see parity in yoso_export.json'}); "
+            "it does not compute what the PyTorch model computes: fix and re-export it, or pass "
+            "--allow-failed-export to use it anyway"
+        )
+
+
+def _source_model_entry(src: Path, out: Path) -> str:
+    """The checkpoint path as the manifest stores it: relative to the export's parent when inside it."""
+    src, parent = src.resolve(), out.resolve().parent
+    try:
+        return os.path.relpath(src, out.resolve()) if src.is_relative_to(parent) else str(src)
+    except ValueError:  # another drive (not on Linux) -- keep it absolute
+        return str(src)
+
+
+def source_model_dir(manifest: dict, model_dir: str | Path) -> Path:
+    """The export's source checkpoint directory (``source_model`` relative to the export dir, or absolute)."""
+    entry = manifest.get("source_model")
+    if not entry:
+        raise FileNotFoundError(f"{str(model_dir)!r}'s manifest names no source_model; pass --reference DIR")
+    p = Path(entry)
+    if not p.is_absolute():
+        p = (Path(model_dir) / p).resolve()
+    if not (p / "config.json").is_file():
+        raise FileNotFoundError(
+            f"the source checkpoint of {str(model_dir)!r} is gone (source_model {entry!r} -> {str(p)!r} has no "
+            "config.json); pass --reference DIR with the checkpoint it was exported from"
+        )
+    return p
+
+
+def default_check_shapes(max_positions: int) -> tuple[tuple[int, int], ...]:
+    """The post-export check's shapes: the short ones plus a padded batch of 2 at min(512, max positions)."""
+    return SHORT_CHECK_SHAPES + ((2, min(512, int(max_positions))),)
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"2x16,2x512"`` -> ((2, 16), (2, 512)); a clear ValueError otherwise."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        b, sep, s = part.partition("x")
+        if not sep or not b.strip().isdigit() or not s.strip().isdigit() or int(b) < 1 or int(s) < 1:
+            raise ValueError(f"bad shape {part!r}: write BATCHxSEQ with positive integers, e.g. 2x16,2x512")
+        out.append((int(b), int(s)))
+    if not out:
+        raise ValueError("no shapes given: write BATCHxSEQ[,BATCHxSEQ...], e.g. 2x16,2x512")
+    return tuple(out)
 
 
 def default_model_dir() -> Path:
@@ -146,7 +216,7 @@ def _quiet_logger(name: str, verbose: bool):
 
 def _check_opset(opset: int) -> int:
     max_opset = onnx.defs.onnx_opset_version()
-    if not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
+    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
         raise ExportError(
             f"unsupported opset {opset!r}: choose {MIN_OPSET}..{max_opset} (LayerNormalization needs "
             f"{MIN_OPSET}; onnx {onnx.__version__} knows up to {max_opset}); default {DEFAULT_OPSET}"
@@ -241,24 +311,31 @@ def _check(path: Path) -> onnx.ModelProto:
 def export(
     model: str | Path | None = None,
     output: str | Path = "yoso-onnx",
-    task: str = "qa",
+    task: str | None = None,
     attention: str = "lsh",
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     debug_codes: bool = False,
     validate: bool = True,
     atol: float = 1e-4,
-    validation_shapes: tuple[tuple[int, int], ...] = ((2, 16), (3, 77)),
+    check_shapes: tuple[tuple[int, int], ...] | None = None,
     verbose: bool = False,
     dtype: str = "fp32",
+    rtol: float = 1e-3,
+    tolerances=None,
 ) -> ExportResult:
     """Export a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
-    With ``validate`` the export is run in ONNX Runtime (``libyoso_ort.so`` registered) on generated
-    inputs of ``validation_shapes`` (batch, sequence) with mixed padding and compared with the
-    PyTorch reference; :class:`ParityError` is raised past ``atol`` (the files are kept).
+    ``task`` defaults to the checkpoint's ``architectures``; a task whose head the checkpoint lacks is
+    refused (``base`` is always allowed). With ``validate`` the export is run in ONNX Runtime
+    (``libyoso_ort.so`` registered) on generated, padded inputs of ``check_shapes`` (batch, sequence;
+    default :func:`default_check_shapes`) and judged against the PyTorch reference by
+    :mod:`yoso_deploy.parity` (tie-aware for LSH, layer by layer). The manifest records the verdict
+    (``parity``); on failure :class:`ParityError` is raised, the files are kept and the manifest says
+    ``failed`` so that other commands refuse the export.
     """
-    task = canonical_task(task)
+    if task is not None:
+        task = canonical_task(task)
     if dtype not in DTYPES:
         raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     if attention not in ATTENTION_MODES:
@@ -269,8 +346,13 @@ def export(
     register_schemas()
 
     t0 = time.perf_counter()
-    ref = load_model(src, task=task, attention=attention, seed=seed, dtype=DTYPES[dtype])
+    ref = load_model(src, task=task, attention=attention, seed=seed, dtype=DTYPES[dtype], require_head=True)
+    task = ref.yoso_task
     config = ref.config
+    notes = []
+    if attention == "lsh" and getattr(config, "use_expectation", False):
+        notes.append("the checkpoint's config says use_expectation: true (trained with exact YOSO-E attention); "
+                     "this export uses LSH attention (--attention lsh): pass --attention expectation for YOSO-E")
     spec = io_spec(config, task, debug_codes=debug_codes, attention=attention, dtype=dtype)
     wrapper = ExportWrapper(ref, spec, debug_codes).eval()
     onnx_path = out / "model.onnx"
@@ -278,7 +360,7 @@ def export(
     log = io.StringIO()
     try:
         quiet = contextlib.redirect_stdout(log) if not verbose else contextlib.nullcontext()
-        with quiet, warnings.catch_warnings(), _quiet_logger("torch.onnx", verbose):
+        with quiet, warnings.catch_warnings(), _quiet_logger("torch.onnx", verbose), _quiet_logger("onnxscript", verbose):
             if not verbose:
                 warnings.simplefilter("ignore")
             program = torch.onnx.export(
@@ -289,7 +371,7 @@ def export(
                 output_names=spec.output_names,
                 dynamic_shapes=_dynamic_shapes(spec, config),
                 custom_translation_table=custom_translation_table(),
-                opset_version=opset,
+                opset_version=max(opset, EXPORTER_OPSET),
                 external_data=False,
                 verbose=verbose,
             )
@@ -304,7 +386,7 @@ def export(
         "opset": opset,
         "seed": int(seed),
         "dtype": dtype,
-        "source_model": str(src.resolve()),
+        "source_model": _source_model_entry(src, out),
         "model_file": "model.onnx",
         "inputs": [t.to_json() for t in spec.inputs],
         "outputs": [t.to_json() for t in spec.outputs],
@@ -315,6 +397,7 @@ def export(
         ),
         "max_sequence_length": int(config.max_position_embeddings),
         "hash": {"num_hash": int(config.num_hash), "hash_code_len": int(config.hash_code_len)},
+        "parity": {"status": "skipped", "reason": "not checked (--no-validate)"},
         "versions": {
             "yoso_deploy": __version__,
             "torch": torch.__version__,
@@ -324,33 +407,71 @@ def export(
         },
     }
     model_proto = _finalize(program.model_proto, spec, manifest)
+    restore_parameter_names(model_proto, wrapper)
+    try:
+        if opset < EXPORTER_OPSET and model_opset(model_proto) != opset:
+            model_proto = downgrade_opset(model_proto, opset)
+    except ValueError as e:
+        raise ExportError(f"cannot make an opset-{opset} model: {e}; use --opset {DEFAULT_OPSET} (the default)") from e
+    got = model_opset(model_proto)
+    if got != opset:
+        raise ExportError(f"the exporter produced opset {got}, not the requested {opset} (torch {torch.__version__}, "
+                          f"onnxscript {onnxscript.__version__}); use --opset {DEFAULT_OPSET} (the default)")
     onnx.save(model_proto, str(tmp_path))
     try:
         _check(tmp_path)
     except Exception as e:
         tmp_path.unlink(missing_ok=True)
-        raise ExportError(f"the exported model failed onnx.checker/shape inference: {e}") from e
+        detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        hint = f"; use --opset {DEFAULT_OPSET} (the default)" if opset != DEFAULT_OPSET else ""
+        raise ExportError(f"the exported opset-{opset} model failed onnx.checker/shape inference: {detail}{hint}") from e
     os.replace(tmp_path, onnx_path)
     config.save_pretrained(str(out))
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    result = ExportResult(out, onnx_path, manifest, time.perf_counter() - t0)
+    _write_manifest(out, manifest)
+    result = ExportResult(out, onnx_path, manifest, time.perf_counter() - t0, notes=notes)
 
     if validate and dtype == "fp16" and not _cuda_ep_available():
         result.skipped_validation = (
             "fp16 exports are for GPU backends (ORT CUDA / TensorRT): this onnxruntime has no "
             "CUDAExecutionProvider and the CPU custom ops are fp32, so the parity check was skipped"
         )
+        manifest["parity"] = {"status": "skipped", "reason": result.skipped_validation}
+        _write_manifest(out, manifest)
     elif validate:
+        from ..parity import Tolerances
+
+        shapes = tuple(check_shapes) if check_shapes else default_check_shapes(config.max_position_embeddings)
+        too_long = [s for _, s in shapes if s > config.max_position_embeddings]
+        if too_long:
+            raise ExportError(f"check shape sequence length {too_long[0]} exceeds the model's maximum "
+                              f"{config.max_position_embeddings}; choose shorter --check-shapes")
+        tol = tolerances or Tolerances(atol=atol, rtol=rtol)
+        result.check_shapes = shapes
         t1 = time.perf_counter()
-        result.parity = check_parity(ref, spec, onnx_path, config, validation_shapes, atol, debug_codes)
+        result.parity = check_parity(ref, spec, onnx_path, config, shapes, tol)
         result.parity_seconds = time.perf_counter() - t1
+        first = result.parity.first_failure()
+        manifest["parity"] = {
+            "status": "passed" if result.ok else "failed",
+            "shapes": [f"{b}x{s}" for b, s in shapes],
+            "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
+            "table": result.parity.table().splitlines(),
+        }
+        _write_manifest(out, manifest)
         if not result.ok:
-            bad = ", ".join(c.name for c in result.parity if not c.ok)
-            raise ParityError(f"ONNX Runtime disagrees with the PyTorch reference on: {bad}", result)
+            raise ParityError(f"ONNX Runtime disagrees with the PyTorch reference ({first.backend} {first.case}, "
+                              f"first at {first.name}: {first.error}); the export is marked failed in {MANIFEST}",
+                              result)
     return result
+
+
+def _write_manifest(out: Path, manifest: dict) -> None:
+    tmp = out / f".{MANIFEST}.partial"
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
+    os.replace(tmp, out / MANIFEST)
 
 
 def _cuda_ep_available() -> bool:
@@ -359,21 +480,10 @@ def _cuda_ep_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def check_parity(ref, spec: IOSpec, onnx_path: Path, config, shapes, atol: float, debug_codes: bool = False,
-                 session=None) -> list[Comparison]:
-    """ORT (with libyoso_ort.so) vs the PyTorch reference over ``shapes``; worst error per output."""
-    from ..runtime import create_session
+def check_parity(ref, spec: IOSpec, onnx_path: Path, config, shapes, tolerances=None):
+    """ORT (with libyoso_ort.so) vs the PyTorch reference over ``shapes`` -> a ``parity.ParityReport``."""
+    from ..parity import Tolerances, check_onnxruntime
 
-    sess = session or create_session(onnx_path)
-    worst: dict[str, Comparison] = {}
-    for i, (batch, seq) in enumerate(shapes):
-        feeds = make_inputs(spec, batch, seq, config.vocab_size, seed=i, pad_token_id=config.pad_token_id or 0)
-        want = torch_outputs(ref, spec, feeds, debug_codes)
-        names = list(want)
-        got = dict(zip(names, sess.run(names, {n: feeds[n] for n in spec.input_names})))
-        for c in compare_outputs(want, got, atol=atol):
-            prev = worst.get(c.name)
-            # Keep the worst case per output: failures first, then the largest error.
-            if prev is None or (not c.ok, c.max_abs) > (not prev.ok, prev.max_abs):
-                worst[c.name] = c
-    return list(worst.values())
+    cases = [make_inputs(spec, batch, seq, config.vocab_size, seed=i, pad_token_id=config.pad_token_id or 0)
+             for i, (batch, seq) in enumerate(shapes)]
+    return check_onnxruntime(ref, spec, onnx_path, cases, tolerances or Tolerances())

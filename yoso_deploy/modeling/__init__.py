@@ -5,18 +5,22 @@ from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 from .model import (
     TASK_ALIASES,
     TASK_CLASSES,
+    TaskHeadError,
     build_model,
     canonical_task,
     check_checkpoint_dir,
     convert_model,
     layer_signs,
     load_model,
+    task_for_architecture,
+    yoso_4096_config,
 )
 
 __all__ = [
     "ATTENTION_MODES",
     "TASK_ALIASES",
     "TASK_CLASSES",
+    "TaskHeadError",
     "YosoReferenceSelfAttention",
     "build_model",
     "canonical_task",
@@ -24,5 +28,7 @@ __all__ = [
     "convert_model",
     "layer_signs",
     "load_model",
+    "task_for_architecture",
+    "yoso_4096_config",
     "ops",
 ]

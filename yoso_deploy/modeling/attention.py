@@ -74,8 +74,15 @@ class YosoReferenceSelfAttention(nn.Module):
         if tuple(signs.shape) != expected:
             raise ValueError(f"signs must have shape {expected}, got {tuple(signs.shape)}")
         self.register_buffer("signs", signs.to(torch.float32), persistent=False)
-        # When a list, forward appends (query_codes, key_codes) of LSH mode (debug/validation aid).
+        # When a list, forward appends (query_codes, key_codes) of LSH mode (the --debug-codes outputs).
         self.code_sink: list | None = None
+        # Validation hook of LSH mode (yoso_deploy.parity): when set, it is called as
+        # ``code_hook(self, hidden_states, q_hash_input, k_hash_input, mask, signs)`` instead of the two
+        # FastHash calls and returns the (query_codes, key_codes) that LSHCumulation then uses; if it has
+        # an ``observe(self, value, context)`` method, that is then called with LSHCumulation's value
+        # input and output.
+        self.code_hook = None
+        self.layer_index: int | None = None  # set by convert_model: this layer's place in the encoder
 
     def extra_repr(self) -> str:
         return (
@@ -105,13 +112,18 @@ class YosoReferenceSelfAttention(nn.Module):
             pad = self.hash_dim - self.head_dim
             qh = nn.functional.pad(q, (0, pad)) if pad else q
             kh = nn.functional.pad(k, (0, pad)) if pad else k
-            q_codes = torch.ops.yoso.fast_hash(qh, mask, signs, self.num_hash, self.hash_code_len)
-            k_codes = torch.ops.yoso.fast_hash(kh, mask, signs, self.num_hash, self.hash_code_len)
+            if self.code_hook is not None:
+                q_codes, k_codes = self.code_hook(self, hidden_states, qh, kh, mask, signs)
+            else:
+                q_codes = torch.ops.yoso.fast_hash(qh, mask, signs, self.num_hash, self.hash_code_len)
+                k_codes = torch.ops.yoso.fast_hash(kh, mask, signs, self.num_hash, self.hash_code_len)
             if self.code_sink is not None:
                 self.code_sink.append((q_codes, k_codes))
             context = torch.ops.yoso.lsh_cumulation(
                 q_codes, k_codes, mask, mask, v, self.hash_code_len
             )
+            if self.code_hook is not None and hasattr(self.code_hook, "observe"):
+                self.code_hook.observe(self, v, context)  # LSHCumulation's value input and output
         else:
             weights = ops.expectation_weights(q, k, mask, mask, self.hash_code_len)
             context = torch.matmul(weights, v)

@@ -59,6 +59,17 @@ def canonical_task(task: str) -> str:
     return t
 
 
+def yoso_4096_config(**overrides) -> YosoConfig:
+    """The published uw-madison/yoso-4096 configuration: hidden 768, 12 layers of 12 heads, FFN 3072,
+    4096 positions, ``num_hash`` 64, ``hash_code_len`` 9, LSH attention. ``overrides`` change any field
+    (e.g. ``num_hidden_layers=2``). For random checkpoints of the size users deploy (no hub here)."""
+    args = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+                max_position_embeddings=4096, num_hash=64, hash_code_len=9, use_expectation=False,
+                conv_window=None)
+    args.update(overrides)
+    return YosoConfig(**args)
+
+
 def task_for_architecture(config: YosoConfig) -> str | None:
     """Guess the task from ``config.architectures`` (e.g. ``YosoForQuestionAnswering`` -> ``qa``)."""
     for arch in getattr(config, "architectures", None) or []:
@@ -94,7 +105,7 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
         raise ValueError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
     config = model.config
     signs = layer_signs(config, seed)
-    for att, s in zip(_attention_layers(model), signs):
+    for index, (att, s) in enumerate(zip(_attention_layers(model), signs)):
         old = att.self
         device = old.query.weight.device
         att.self = YosoReferenceSelfAttention(
@@ -106,6 +117,7 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
             value=old.value,
             conv=getattr(old, "conv", None),
         )
+        att.self.layer_index = index
     model.yoso_attention = attention
     model.yoso_seed = int(seed)
     return model.eval()
@@ -139,31 +151,56 @@ def check_checkpoint_dir(path: str | Path) -> Path:
     return p
 
 
+class TaskHeadError(ValueError):
+    """The checkpoint has no weights for the requested task's head (or names no task at all)."""
+
+
 def load_model(
     path: str | Path,
     task: str | None = None,
     attention: str = "lsh",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    require_head: bool = False,
     **config_overrides,
 ):
     """Load a Hugging Face YOSO checkpoint directory as a reference model.
 
     ``task`` defaults to the checkpoint's architecture (``base`` if it names none). Heads absent
-    from the checkpoint are randomly initialised by transformers (it warns, as usual).
+    from the checkpoint are randomly initialised by transformers (it warns, as usual) -- unless
+    ``require_head``: then a task whose head weights the checkpoint lacks, or a missing ``task`` for
+    a checkpoint that names no architecture, raises :class:`TaskHeadError` (``base`` is always allowed).
     ``config_overrides`` (e.g. ``num_hash=128``) change the YOSO hyper-parameters for this load.
     """
     p = check_checkpoint_dir(path)
     config = YosoConfig.from_pretrained(str(p), **config_overrides)
+    arch_task = task_for_architecture(config)
+    archs = ", ".join(getattr(config, "architectures", None) or []) or "none"
     if task is None:
-        task = task_for_architecture(config) or "base"
-    cls = TASK_CLASSES[canonical_task(task)]
+        if arch_task is None and require_head:
+            raise TaskHeadError(
+                f"{str(p)!r} names no YOSO architecture in config.json (architectures: {archs}); pass --task "
+                f"({', '.join(TASK_CLASSES)})"
+            )
+        task = arch_task or "base"
+    task = canonical_task(task)
+    cls = TASK_CLASSES[task]
     try:
-        model = cls.from_pretrained(str(p), config=config, dtype=dtype)
+        model, info = cls.from_pretrained(str(p), config=config, dtype=dtype, output_loading_info=True)
     except Exception as e:  # safetensors / torch.load / state-dict errors: name the file and the fix
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise ValueError(
             f"cannot load the weights in {str(p)!r} ({type(e).__name__}: {detail}); the weight file is corrupt or "
             "does not match config.json: re-save the checkpoint with save_pretrained"
         ) from e
-    return convert_model(model, attention=attention, seed=seed)
+    missing = sorted(info.get("missing_keys") or [])
+    if require_head and missing and task != "base":
+        has = f"a {archs} checkpoint (task {arch_task})" if arch_task else f"a checkpoint with architectures {archs}"
+        raise TaskHeadError(
+            f"--task {task} needs a {cls.__name__} head, but {str(p)!r} is {has} without its weights "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); export with "
+            f"--task {arch_task or 'base'}{' or --task base' if arch_task and arch_task != 'base' else ''}"
+        )
+    model = convert_model(model, attention=attention, seed=seed)
+    model.yoso_task = task
+    return model

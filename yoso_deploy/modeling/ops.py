@@ -93,18 +93,73 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
 
     Stride D/2 first, then D/4, ..., 1; each butterfly maps (a[i], a[i+s]) -> (a[i]+a[i+s],
     a[i]-a[i+s]). One IEEE add or subtract per output element per stage, so any implementation
-    that keeps this order produces bit-identical results.
+    that keeps this order produces bit-identical results. (Two buffers are used in turn, each stage
+    writing its sums and differences straight into the other: no temporaries.)
     """
     d = x.shape[-1]
     lead = x.shape[:-1]
+    src = x.contiguous()
+    if d == 1:
+        return src.clone()
+    dst = torch.empty_like(src)
     s = d // 2
     while s >= 1:
-        y = x.reshape(*lead, d // (2 * s), 2, s)
+        y = src.reshape(*lead, d // (2 * s), 2, s)
+        z = dst.view(*lead, d // (2 * s), 2, s)
         a = y[..., 0, :]
         b = y[..., 1, :]
-        x = torch.stack((a + b, a - b), dim=-2).reshape(*lead, d)
+        torch.add(a, b, out=z[..., 0, :])
+        torch.sub(a, b, out=z[..., 1, :])
+        src, dst = dst, (src if src is not x else torch.empty_like(src))
         s //= 2
-    return x
+    return src
+
+
+def _check_fast_hash_args(x, mask, signs, num_hash, hash_code_len):
+    if x.dim() != 4:
+        raise ValueError(f"FastHash: x must have rank 4 [B,H,S,D], got shape {tuple(x.shape)}")
+    b, h, s, d = x.shape
+    check_hash_params(num_hash, hash_code_len, d)
+    p = num_parts(num_hash, d, hash_code_len)
+    if mask is not None and tuple(mask.shape) != (b, s):
+        raise ValueError(f"FastHash: mask must have shape [B,S]=({b},{s}), got {tuple(mask.shape)}")
+    if tuple(signs.shape) != (h, 3, p, d):
+        raise ValueError(
+            f"FastHash: signs must have shape [H,3,P,D]=({h},3,{p},{d}) for num_hash={num_hash}, "
+            f"hash_code_len={hash_code_len}; got {tuple(signs.shape)}"
+        )
+
+
+def fast_hash_projections(x: torch.Tensor, signs: torch.Tensor) -> torch.Tensor:
+    """The pre-sign values ``t`` of FastHash: float32 ``[B,H,P,S,D]``, ``t = WHT(s3*WHT(s2*WHT(s1*x)))``.
+
+    Bit ``i`` of code ``f = p*per_part + j`` is ``t[b,h,p,s,j*tau+i] > 0`` (plugins/OPS.md section 1).
+    """
+    t = x.to(torch.float32).unsqueeze(2)  # [B,H,1,S,D]
+    sg = signs.to(device=x.device, dtype=torch.float32)[None, :, :, :, None, :]  # [1,H,3,P,1,D]
+    t = fwht(t * sg[:, :, 0])  # [B,H,P,S,D]
+    t = fwht(t * sg[:, :, 1])
+    return fwht(t * sg[:, :, 2])
+
+
+def code_bit_values(t: torch.Tensor, num_hash: int, hash_code_len: int) -> torch.Tensor:
+    """``t`` ``[B,H,P,S,D]`` -> ``[B,H,S,m,tau]``: the value whose sign is bit ``i`` of code ``f``."""
+    b, h, p, s, d = t.shape
+    per_part = codes_per_part(d, hash_code_len)
+    v = t[..., : per_part * hash_code_len].reshape(b, h, p, s, per_part, hash_code_len)
+    return v.permute(0, 1, 3, 2, 4, 5).reshape(b, h, s, p * per_part, hash_code_len)[:, :, :, :num_hash]
+
+
+def codes_from_bit_values(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``[B,H,S,m,tau]`` bit values -> int32 codes ``[B,H,S,m]`` (``sum_i [v_i > 0] 2^i``), 0 where masked."""
+    tau = v.shape[-1]
+    weights = torch.bitwise_left_shift(
+        torch.ones(tau, dtype=torch.int32, device=v.device), torch.arange(tau, dtype=torch.int32, device=v.device)
+    )
+    codes = ((v > 0).to(torch.int32) * weights).sum(-1, dtype=torch.int32)
+    if mask is not None:
+        codes = codes * (mask != 0).to(torch.int32)[:, None, :, None]
+    return codes.contiguous()
 
 
 def fast_hash(
@@ -115,34 +170,9 @@ def fast_hash(
     hash_code_len: int,
 ) -> torch.Tensor:
     """``com.yoso::FastHash``: x[B,H,S,D], mask[B,S], signs[H,3,P,D] -> int32 codes[B,H,S,m]."""
-    if x.dim() != 4:
-        raise ValueError(f"FastHash: x must have rank 4 [B,H,S,D], got shape {tuple(x.shape)}")
-    b, h, s, d = x.shape
-    check_hash_params(num_hash, hash_code_len, d)
-    per_part = codes_per_part(d, hash_code_len)
-    p = num_parts(num_hash, d, hash_code_len)
-    if tuple(mask.shape) != (b, s):
-        raise ValueError(f"FastHash: mask must have shape [B,S]=({b},{s}), got {tuple(mask.shape)}")
-    if tuple(signs.shape) != (h, 3, p, d):
-        raise ValueError(
-            f"FastHash: signs must have shape [H,3,P,D]=({h},3,{p},{d}) for num_hash={num_hash}, "
-            f"hash_code_len={hash_code_len}; got {tuple(signs.shape)}"
-        )
-    t = x.to(torch.float32).unsqueeze(2)  # [B,H,1,S,D]
-    sg = signs.to(device=x.device, dtype=torch.float32)[None, :, :, :, None, :]  # [1,H,3,P,1,D]
-    t = fwht(t * sg[:, :, 0])  # [B,H,P,S,D]
-    t = fwht(t * sg[:, :, 1])
-    t = fwht(t * sg[:, :, 2])
-    bits = (t[..., : per_part * hash_code_len] > 0).to(torch.int32)
-    bits = bits.reshape(b, h, p, s, per_part, hash_code_len)
-    weights = torch.bitwise_left_shift(
-        torch.ones(hash_code_len, dtype=torch.int32, device=x.device),
-        torch.arange(hash_code_len, dtype=torch.int32, device=x.device),
-    )
-    codes = (bits * weights).sum(-1, dtype=torch.int32)  # [B,H,P,S,per_part]
-    codes = codes.permute(0, 1, 3, 2, 4).reshape(b, h, s, p * per_part)[..., :num_hash]
-    keep = (mask != 0).to(torch.int32)[:, None, :, None]
-    return (codes * keep).contiguous()
+    _check_fast_hash_args(x, mask, signs, num_hash, hash_code_len)
+    t = fast_hash_projections(x, signs)
+    return codes_from_bit_values(code_bit_values(t, num_hash, hash_code_len), mask)
 
 
 def lsh_cumulation(

@@ -61,11 +61,14 @@ class YosoOrtModel:
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, provider: str | list = "cpu", device_id: int = 0,
                         gpu_mem_limit: int | None = None, intra_op_threads: int | None = None,
-                        inter_op_threads: int | None = None, optimized_cache_dir: str | Path | None = None):
+                        inter_op_threads: int | None = None, optimized_cache_dir: str | Path | None = None,
+                        allow_failed_export: bool = False):
         from ..export import load_manifest
+        from ..export.exporter import check_usable
 
         model_dir = Path(model_dir)
         manifest = load_manifest(model_dir)
+        check_usable(manifest, model_dir, allow_failed_export)
         sess = create_session(model_dir / manifest.get("model_file", "model.onnx"), providers=provider,
                               intra_op_threads=intra_op_threads, inter_op_threads=inter_op_threads,
                               device_id=device_id, gpu_mem_limit=gpu_mem_limit,

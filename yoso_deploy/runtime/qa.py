@@ -92,9 +92,9 @@ class QuestionAnsweringPipeline:
         from transformers import AutoTokenizer
 
         model_dir = Path(model_dir)
+        model = YosoOrtForQuestionAnswering.from_pretrained(model_dir, provider=provider, **session_kwargs)
         if not (model_dir / "tokenizer.json").is_file():
             raise FileNotFoundError(f"{str(model_dir)!r} has no tokenizer.json; export from a checkpoint with a fast tokenizer")
-        model = YosoOrtForQuestionAnswering.from_pretrained(model_dir, provider=provider, **session_kwargs)
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         return cls(model, tok, max_seq_len=max_seq_len, doc_stride=doc_stride, batch_size=batch_size)
 

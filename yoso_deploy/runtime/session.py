@@ -120,21 +120,22 @@ def _optimized_cache_path(model_path: Path, cache_dir: Path, level_name: str) ->
     return cache_dir / f"{model_path.stem}.{h.hexdigest()[:16]}.opt.onnx"
 
 
-def _inference_session(path: Path, so, providers):
+def _inference_session(path: Path | bytes, so, providers):
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=so, providers=providers)
     except InvalidProtobuf as e:
+        what = "the in-memory model" if isinstance(path, bytes) else repr(str(path))
         raise ModelLoadError(
-            f"{str(path)!r} is not a valid ONNX model (the file is corrupt or truncated: "
+            f"{what} is not a valid ONNX model (the file is corrupt or truncated: "
             f"{str(e).strip().splitlines()[0]}); re-export it with 'yoso-deploy export'"
         ) from e
 
 
 def create_session(
-    model_path: str | Path,
+    model_path: str | Path | bytes,
     providers: str | list | None = None,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -144,6 +145,7 @@ def create_session(
 ):
     """An ``InferenceSession`` for an exported YOSO model with ``libyoso_ort.so`` registered.
 
+    ``model_path``: the ``.onnx`` file, or the serialized model as ``bytes`` (e.g. an instrumented copy).
     ``providers``: ``"cpu"`` (default), ``"cuda"``, or a list of ORT provider names. A requested
     provider that is unavailable is an error, never a silent fallback.
 
@@ -153,6 +155,11 @@ def create_session(
     """
     import onnxruntime as ort
 
+    if isinstance(model_path, bytes):
+        if optimized_cache_dir is not None:
+            raise ValueError("optimized_cache_dir needs a model file, not an in-memory model")
+        return _inference_session(model_path, session_options(intra_op_threads, inter_op_threads),
+                                  resolve_providers(providers, device_id=device_id, gpu_mem_limit=gpu_mem_limit))
     model_path = Path(model_path)
     if not model_path.is_file():
         raise FileNotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
