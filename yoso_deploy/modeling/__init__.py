@@ -1,6 +1,6 @@
 """Reference PyTorch YOSO: transformers' model classes with a correct, deterministic self-attention."""
 
-from . import ops
+from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 from .model import (
     TASK_ALIASES,
@@ -24,5 +24,6 @@ __all__ = [
     "convert_model",
     "layer_signs",
     "load_model",
+    "native_ops",
     "ops",
 ]

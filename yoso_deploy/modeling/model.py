@@ -22,7 +22,7 @@ from transformers import (
     YosoModel,
 )
 
-from . import ops
+from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 
 TASK_CLASSES = {
@@ -85,13 +85,16 @@ def layer_signs(config: YosoConfig, seed: int) -> list[torch.Tensor]:
     ]
 
 
-def convert_model(model, attention: str = "lsh", seed: int = 0):
+def convert_model(model, attention: str = "lsh", seed: int = 0, kernels: str = "torch"):
     """Swap the self-attention of a transformers YOSO model for the reference one, in place.
 
-    Returns the model, in eval mode, with ``model.yoso_attention`` and ``model.yoso_seed`` set.
+    ``kernels`` picks the LSH ops: ``"torch"`` (the pure-PyTorch reference, default) or ``"native"``
+    (our AVX2 / CUDA kernels, :mod:`yoso_deploy.modeling.native_ops`). Returns the model, in eval
+    mode, with ``model.yoso_attention``, ``model.yoso_kernels`` and ``model.yoso_seed`` set.
     """
     if attention not in ATTENTION_MODES:
         raise ValueError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+    native_ops.check_kernels(kernels)
     config = model.config
     signs = layer_signs(config, seed)
     for att, s in zip(_attention_layers(model), signs):
@@ -100,6 +103,7 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
         att.self = YosoReferenceSelfAttention(
             config,
             attention=attention,
+            kernels=kernels,
             signs=s.to(device),
             query=old.query,
             key=old.key,
@@ -107,14 +111,15 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
             conv=getattr(old, "conv", None),
         )
     model.yoso_attention = attention
+    model.yoso_kernels = kernels
     model.yoso_seed = int(seed)
     return model.eval()
 
 
-def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", seed: int = 0):
+def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", seed: int = 0, kernels: str = "torch"):
     """A randomly initialised reference model for ``config`` (weights from torch's global RNG)."""
     cls = TASK_CLASSES[canonical_task(task)]
-    return convert_model(cls(config), attention=attention, seed=seed)
+    return convert_model(cls(config), attention=attention, seed=seed, kernels=kernels)
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:
@@ -145,6 +150,7 @@ def load_model(
     attention: str = "lsh",
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
+    kernels: str = "torch",
     **config_overrides,
 ):
     """Load a Hugging Face YOSO checkpoint directory as a reference model.
@@ -152,6 +158,8 @@ def load_model(
     ``task`` defaults to the checkpoint's architecture (``base`` if it names none). Heads absent
     from the checkpoint are randomly initialised by transformers (it warns, as usual).
     ``config_overrides`` (e.g. ``num_hash=128``) change the YOSO hyper-parameters for this load.
+    ``kernels="native"`` runs LSH attention on our native kernels (CPU: AVX2, CUDA: our CUDA kernels)
+    instead of the pure-PyTorch reference ops (``"torch"``, the default); see ``native_ops``.
     """
     p = check_checkpoint_dir(path)
     config = YosoConfig.from_pretrained(str(p), **config_overrides)
@@ -166,4 +174,4 @@ def load_model(
             f"cannot load the weights in {str(p)!r} ({type(e).__name__}: {detail}); the weight file is corrupt or "
             "does not match config.json: re-save the checkpoint with save_pretrained"
         ) from e
-    return convert_model(model, attention=attention, seed=seed)
+    return convert_model(model, attention=attention, seed=seed, kernels=kernels)
