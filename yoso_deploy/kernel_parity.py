@@ -192,9 +192,8 @@ def capture_lsh_layers(model):
     forward hooks on the layers' ``query`` / ``key`` / ``value`` projections and the layers'
     ``code_sink``; nothing is changed in the model.
     """
-    from .parity import attention_modules
-
-    layers = attention_modules(model)
+    base = model.yoso if hasattr(model, "yoso") else model
+    layers = [layer.attention.self for layer in base.encoder.layer]
     records = [dict() for _ in layers]
     handles = []
 
