@@ -9,6 +9,7 @@ once, after a --settle-ms pause, so load changes on a shared machine hit all of 
   torch-lsh      the same PyTorch model with kernels="torch" (the pure-PyTorch reference ops; slow, so it
                  runs only in the first --reference-rounds rounds)
   native-ops     FastHash x2 + LSHCumulation alone through the native ops, at the layer's shapes
+  ort-ops        the same two ops alone in ONNX Runtime sessions (scripts/bench_cpu.py's op sessions)
   gemm-floor     the layer's dense projections (QKV, output, FFN) as torch linears
 
 Reports the minimum per backend and the ratios of the same run (goal: torch-native within 1.2x of
@@ -98,7 +99,13 @@ def build(args, work: Path) -> dict:
                 y = torch.nn.functional.linear(tokens, weights[2])
                 torch.nn.functional.linear(y, weights[3])
 
-        return {"native-ops": native_ops_fn, "gemm-floor": gemm_floor}
+        fh, lc = ort_ops(b, s)
+        return {"native-ops": native_ops_fn, "ort-ops": lambda: (fh(), fh(), lc()), "gemm-floor": gemm_floor}
+
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_cpu import op_sessions
+
+    ort_ops = op_sessions(argparse.Namespace(num_hash=64, hash_code_len=9, threads=args.threads))
 
     return {"torch-native": torch_fn(native),
             "ort-lsh": lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})[0],
@@ -172,7 +179,7 @@ def main() -> int:
              f"after {data['load_after']}", "",
              "| backend | " + " | ".join(f"S {s}" for s in args.seq_lens) + " |",
              "|---|" + "---:|" * len(args.seq_lens)]
-    for name in ("torch-native", "ort-lsh", "torch-lsh", "native-ops", "gemm-floor"):
+    for name in ("torch-native", "ort-lsh", "torch-lsh", "native-ops", "ort-ops", "gemm-floor"):
         cells = []
         for s in args.seq_lens:
             k = f"{name}|{args.batch}|{s}"
@@ -185,8 +192,10 @@ def main() -> int:
         ratio = nat / ortl
         data.setdefault("ratio_native_over_ort", {})[str(s)] = ratio
         med = data["median_ms"][f"torch-native|{args.batch}|{s}"] / data["median_ms"][f"ort-lsh|{args.batch}|{s}"]
+        ops_ratio = get("native-ops") / get("ort-ops")
         lines.append(f"- S {s}: torch-native / ort-lsh = {ratio:.2f}x (medians: {med:.2f}x; goal <= 1.2x: "
-                     f"{'met' if ratio <= 1.2 else 'NOT met'}); torch-lsh / torch-native = {ref / nat:.1f}x; "
+                     f"{'met' if ratio <= 1.2 else 'NOT met'}); native-ops / ort-ops = {ops_ratio:.2f}x; "
+                     f"torch-lsh / torch-native = {ref / nat:.1f}x; "
                      f"max |torch-native - ort-lsh| = {data['max_abs_diff_native_vs_ort'][str(s)]:.1e}")
     text = "\n".join(lines) + "\n"
     (args.out / "bench_native.json").write_text(json.dumps(data, indent=2))

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
@@ -116,9 +117,11 @@ bool data_ok(const yoso_tensor* t) { return t->data != nullptr || numel(t) == 0;
 // ---------------------------------------------------------------------------------------------
 
 // Persistent workers, so that the CPU kernels' per-thread scratch (yoso_cpu.cc) is reused between
-// calls. One parallel region at a time: a second concurrent caller runs its tasks inline on its own
-// thread (correct, just not parallel). Never destroyed (threads block on a condition variable until
-// the process exits); a forked child builds a fresh pool.
+// calls. After a region a worker spins for up to kSpinMicros before it sleeps, so the back-to-back
+// calls of a layer (FastHash, FastHash, LSHCumulation) do not each pay a thread wake-up. One parallel
+// region at a time: a second concurrent caller runs its tasks inline on its own thread (correct, just
+// not parallel). Never destroyed (threads block on a condition variable until the process exits); a
+// forked child builds a fresh pool.
 class Pool {
  public:
   using Fn = void (*)(void*, size_t);
@@ -149,7 +152,7 @@ class Pool {
       next_.store(0);
       helpers_ = helpers;
       running_ = helpers;
-      ++generation_;
+      generation_.fetch_add(1, std::memory_order_release);
     }
     cv_.notify_all();
     work();
@@ -169,7 +172,7 @@ class Pool {
       uint64_t start;
       {
         std::lock_guard<std::mutex> lock(mu_);
-        start = generation_;
+        start = generation_.load(std::memory_order_relaxed);
       }
       try {
         std::thread([this, index, start] { worker(index, start); }).detach();
@@ -191,16 +194,35 @@ class Pool {
 
   void worker(int index, uint64_t seen) {
     for (;;) {
-      {
-        std::unique_lock<std::mutex> lock(mu_);
-        cv_.wait(lock, [&] { return generation_ != seen; });
-        seen = generation_;
-        if (index >= helpers_) continue;  // not needed in this region
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+      for (unsigned i = 1; generation_.load(std::memory_order_acquire) == seen; ++i) {
+        if ((i & 63u) == 0 && std::chrono::steady_clock::now() > until) break;
+        cpu_relax();
       }
+      bool helper = false;
+      {
+        // The generation and the job are read together under the lock: a region cannot end (nor a
+        // new one start) while one of its helpers has not finished.
+        std::unique_lock<std::mutex> lock(mu_);
+        cv_.wait(lock, [&] { return generation_.load(std::memory_order_relaxed) != seen; });
+        seen = generation_.load(std::memory_order_relaxed);
+        helper = index < helpers_;
+      }
+      if (!helper) continue;  // not needed in this region
       work();
       std::lock_guard<std::mutex> lock(mu_);
       if (--running_ == 0) done_cv_.notify_all();
     }
+  }
+
+  static constexpr int kSpinMicros = 200;
+
+  static void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#else
+    std::this_thread::yield();
+#endif
   }
 
   const pid_t pid_;
@@ -208,7 +230,7 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   size_t n_workers_ = 0;
-  uint64_t generation_ = 0;
+  std::atomic<uint64_t> generation_{0};  // written under mu_ (with the job); read spinning
   int helpers_ = 0, running_ = 0;
   Fn fn_ = nullptr;
   void* ctx_ = nullptr;

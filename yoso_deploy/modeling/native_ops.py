@@ -30,7 +30,7 @@ import threading
 
 import torch
 
-from . import ops as _reference  # noqa: F401 - registers yoso::fast_hash / yoso::lsh_cumulation
+from . import ops as _reference  # also registers yoso::fast_hash / yoso::lsh_cumulation (ops_for)
 
 KERNEL_MODES = ("torch", "native")
 ABI_VERSION = 1
@@ -248,11 +248,6 @@ def _(query_codes, key_codes, query_mask, key_mask, value, hash_code_len):
     return value.new_empty((value.shape[0], value.shape[1], query_codes.shape[2], value.shape[3]))
 
 
-def _lsh_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1], inputs[2], inputs[3])
-    ctx.hash_code_len = inputs[5]
-
-
 def _lsh_backward(ctx, grad):
     # The reference's formula (ops._lsh_cumulation_backward), on the native kernels.
     qc, kc, qm, km = ctx.saved_tensors
@@ -260,7 +255,8 @@ def _lsh_backward(ctx, grad):
     return None, None, None, None, grad_value, None
 
 
-torch.library.register_autograd("yoso::lsh_cumulation_native", _lsh_backward, setup_context=_lsh_setup)
+torch.library.register_autograd("yoso::lsh_cumulation_native", _lsh_backward,
+                                setup_context=_reference._lsh_cumulation_setup)
 
 
 def _exporting() -> bool:
