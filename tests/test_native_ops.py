@@ -317,3 +317,26 @@ def test_results_do_not_depend_on_threads_and_concurrent_calls_agree():
     assert not errors, errors
     for c, o in results:
         assert torch.equal(c, c1) and torch.equal(o, o1)
+
+
+def test_library_exports_only_the_c_abi_and_is_hardened():
+    """libyoso_kernels.so: exactly the seven functions of yoso_kernels.h, full RELRO, no RPATH, no ORT/torch link."""
+    import shutil
+    import subprocess
+
+    from yoso_deploy._native import kernels_library_path
+
+    lib = str(kernels_library_path())
+    nm, readelf = shutil.which("nm"), shutil.which("readelf")
+    assert nm and readelf, "binutils (nm, readelf) are required"
+    defined = {ln.split()[-1] for ln in subprocess.run([nm, "-D", "--defined-only", lib], capture_output=True,
+                                                       text=True, check=True).stdout.splitlines() if ln.strip()}
+    assert defined == {"yoso_fast_hash", "yoso_fast_hash_workspace_size", "yoso_kernels_abi_version",
+                       "yoso_kernels_build_info", "yoso_kernels_has_cuda", "yoso_lsh_cumulation",
+                       "yoso_lsh_cumulation_workspace_size"}, sorted(defined)
+    dyn = subprocess.run([readelf, "-dW", lib], capture_output=True, text=True, check=True).stdout
+    assert "BIND_NOW" in dyn or " NOW" in dyn, "not linked with -z now"
+    assert "(RPATH)" not in dyn and "(RUNPATH)" not in dyn
+    assert not any(n in dyn for n in ("onnxruntime", "libtorch", "libc10", "libcudart.so")), dyn
+    undefined = subprocess.run([nm, "-D", "--undefined-only", lib], capture_output=True, text=True, check=True).stdout
+    assert "__stack_chk_fail" in undefined
