@@ -79,33 +79,23 @@ def build(args, work: Path) -> dict:
 
     signs = native.encoder.layer[0].attention.self.signs
     g = torch.Generator().manual_seed(1)
-    weights = [torch.randn(768 * 3, 768, generator=g), torch.randn(768, 768, generator=g),
-               torch.randn(3072, 768, generator=g), torch.randn(768, 3072, generator=g)]
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_cpu import gemm_floor, op_sessions  # the same op sessions and GEMM floor as bench_cpu.py
+
+    shared = argparse.Namespace(num_hash=64, hash_code_len=9, threads=args.threads)
+    ort_ops, floor = op_sessions(shared), gemm_floor(shared)
 
     def per_shape(b, s):
         x = torch.randn(b, 12, s, 64, generator=g)
         mask = torch.ones(b, s, dtype=torch.int32)
-        tokens = torch.randn(b * s, 768, generator=g)
 
         def native_ops_fn():
             c = native_ops.fast_hash(x, mask, signs, 64, 9)
             native_ops.fast_hash(x, mask, signs, 64, 9)
             return native_ops.lsh_cumulation(c, c, mask, mask, x, 9)
 
-        def gemm_floor():
-            with torch.inference_mode():
-                torch.nn.functional.linear(tokens, weights[0])
-                torch.nn.functional.linear(tokens, weights[1])
-                y = torch.nn.functional.linear(tokens, weights[2])
-                torch.nn.functional.linear(y, weights[3])
-
         fh, lc = ort_ops(b, s)
-        return {"native-ops": native_ops_fn, "ort-ops": lambda: (fh(), fh(), lc()), "gemm-floor": gemm_floor}
-
-    sys.path.insert(0, str(ROOT / "scripts"))
-    from bench_cpu import op_sessions
-
-    ort_ops = op_sessions(argparse.Namespace(num_hash=64, hash_code_len=9, threads=args.threads))
+        return {"native-ops": native_ops_fn, "ort-ops": lambda: (fh(), fh(), lc()), "gemm-floor": floor(b, s)}
 
     return {"torch-native": torch_fn(native),
             "ort-lsh": lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})[0],
