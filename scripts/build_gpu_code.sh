@@ -59,6 +59,9 @@ echo "== symbol checks"
 p="$build/plugins"
 expect_exports "$p/libyoso_ort.so" RegisterCustomOps
 expect_undefined "$p/libyoso_ort.so"
+expect_exports "$p/libyoso_kernels.so" yoso_fast_hash yoso_fast_hash_workspace_size yoso_kernels_abi_version \
+  yoso_kernels_build_info yoso_kernels_has_cuda yoso_lsh_cumulation yoso_lsh_cumulation_workspace_size
+expect_undefined "$p/libyoso_kernels.so"
 grep -q '"cuda": true' "$p/yoso_ort_build.json" || fail "yoso_ort_build.json does not say \"cuda\": true"
 if [ -f "$p/libyoso_trt.so" ]; then
   trt_static="$p/libyoso_trt.so"; trt_dyn="$p/libyoso_trt_dyn.so"
@@ -71,7 +74,7 @@ fi
 expect_exports "$trt_static"
 expect_exports "$trt_dyn" getCreators setLoggerFinder
 expect_undefined "$trt_dyn"
-for lib in "$p/libyoso_ort.so" "$trt_static" "$trt_dyn"; do
+for lib in "$p/libyoso_ort.so" "$p/libyoso_kernels.so" "$trt_static" "$trt_dyn"; do
   if ldd "$lib" | grep -q -E 'libcudart|libnvinfer_plugin'; then fail "$(basename "$lib") depends on $(ldd "$lib" | grep -E 'libcudart|libnvinfer_plugin')"; fi
 done
 if command -v cuobjdump >/dev/null 2>&1; then

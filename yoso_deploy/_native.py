@@ -10,6 +10,8 @@ from pathlib import Path
 ORT_LIBRARY_NAME = "libyoso_ort.so"
 ORT_BUILD_INFO = "yoso_ort_build.json"
 _ENV_ORT = "YOSO_ORT_LIBRARY"
+KERNELS_LIBRARY_NAME = "libyoso_kernels.so"
+_ENV_KERNELS = "YOSO_KERNELS_LIBRARY"
 
 
 class LibraryNotFoundError(FileNotFoundError):
@@ -50,6 +52,11 @@ def _find(name: str, env: str) -> Path:
 def ort_library_path() -> Path:
     """Path of ``libyoso_ort.so``, the ONNX Runtime custom-op library (``$YOSO_ORT_LIBRARY`` overrides)."""
     return _find(ORT_LIBRARY_NAME, _ENV_ORT)
+
+
+def kernels_library_path() -> Path:
+    """Path of ``libyoso_kernels.so``, the kernels' C ABI for the native PyTorch ops (``$YOSO_KERNELS_LIBRARY`` overrides)."""
+    return _find(KERNELS_LIBRARY_NAME, _ENV_KERNELS)
 
 
 def ort_build_info() -> dict:

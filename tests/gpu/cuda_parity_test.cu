@@ -8,7 +8,13 @@
 //   * invalid mask / sign / code values: the device check reports the CPU's message; the kernels
 //     never access memory out of bounds (run under compute-sanitizer --tool memcheck);
 //   * CUDA-graph capture of both launches replays to the same results;
-//   * a workspace that is too small is refused.
+//   * a workspace that is too small is refused;
+//   * the contract's edge shapes (gpu_edge_*): S = 1, 13, 4099 x D = 16..1024 x tau up to 16, and
+//     empty B / S;
+//   * gpu_small_*: a compact set of small shapes of every path (both dtypes, mask patterns, chunked
+//     tables, no keys, invalid values) for the compute-sanitizer runs of scripts/device_check.sh.
+// float16 bound (LSHCumulation): the float32 bound (2e-6 x the sum of |values| + 1e-7) plus one
+// float16 ulp of the result (|want| / 1024 + 6e-8): sums are float32, rounded to float16 once.
 // Exit status 0 = pass, 1 = failure, 77 = no CUDA device (skipped).
 #include <cuda_runtime.h>
 
@@ -277,6 +283,93 @@ YT_TEST(gpu_small_workspace_is_refused) {
   YT_CHECK(cu::launch_fast_hash(yoso::FastHashDims{}, cu::DType::kFloat32, nullptr, nullptr, nullptr, nullptr,
                                 nullptr, 0, g_stream) == cudaErrorInvalidValue,
            "no workspace");
+}
+
+YT_TEST(gpu_edge_fast_hash_contract_shapes) {
+  // S = 1, 13, 4099 for every D from 16 to 1024 and tau in {1, 9, 16}, with padding masks.
+  Rng rng(4099);
+  int cases = 0;
+  for (int64_t S : {1, 13, 4099}) {
+    for (int64_t D : {16, 32, 64, 128, 256, 512, 1024}) {
+      for (int tau : {1, 9, 16}) {
+        const int64_t per_part = D / tau;
+        const int64_t m = std::min<int64_t>(per_part + 1, 64);
+        const MaskMode mode = S == 4099 ? MaskMode::kRightPadded : static_cast<MaskMode>(cases % 3);
+        const auto c = make_fast_hash_case(rng, S == 4099 ? 1 : 2, S == 4099 ? 1 : 3, S, D, m, tau, mode, true, true);
+        const auto want = cpu_fast_hash(c);
+        YT_CHECK(gpu_fast_hash(c, c.x) == want, "float32 codes differ for " + c.label);
+        YT_CHECK(gpu_fast_hash(c, to_half(c.x)) == want, "float16 codes differ for " + c.label);
+        ++cases;
+      }
+    }
+  }
+  std::printf("  %d shapes x 2 dtypes\n", cases);
+}
+
+YT_TEST(gpu_edge_lsh_contract_shapes) {
+  Rng rng(4100);
+  for (int64_t S : {1, 13, 4099}) {
+    for (int tau : {1, 9, 16}) {
+      for (int64_t Dv : {1, 64, 100}) {
+        check_lsh(make_lsh_case(rng, S == 4099 ? 1 : 2, 2, S, S, 8, Dv, tau, MaskMode::kRightPadded,
+                                MaskMode::kRightPadded, true));
+      }
+    }
+  }
+}
+
+YT_TEST(gpu_edge_empty_batch_and_sequence) {
+  Rng rng(0);
+  for (const auto& bs : {std::pair<int64_t, int64_t>{0, 5}, {2, 0}, {0, 0}}) {
+    const auto c = make_fast_hash_case(rng, bs.first, 2, bs.second, 16, 6, 4, MaskMode::kAllOnes, false, false);
+    YT_CHECK(gpu_fast_hash(c, c.x).empty(), "FastHash: empty output for B=" + std::to_string(bs.first));
+    const auto l = make_lsh_case(rng, bs.first, 2, bs.second, bs.second, 6, 8, 4, MaskMode::kAllOnes,
+                                 MaskMode::kAllOnes, true);
+    YT_CHECK(gpu_lsh(l, l.value, 0).empty(), "LSHCumulation: empty output");
+  }
+  // Queries but no keys: zeros; keys but no queries: empty.
+  const auto nk = make_lsh_case(rng, 2, 2, 5, 0, 3, 4, 4, MaskMode::kAllOnes, MaskMode::kAllOnes, true);
+  const auto out = gpu_lsh(nk, nk.value, 0);
+  YT_CHECK(out.size() == 2 * 2 * 5 * 4 && std::all_of(out.begin(), out.end(), [](float v) { return v == 0.0f; }),
+           "Sk = 0 gives zeros");
+  const auto nq = make_lsh_case(rng, 2, 2, 0, 5, 3, 4, 4, MaskMode::kAllOnes, MaskMode::kAllOnes, true);
+  YT_CHECK(gpu_lsh(nq, nq.value, 0).empty(), "Sq = 0 gives an empty output");
+}
+
+// Small shapes of every path, for compute-sanitizer (memcheck / racecheck / initcheck): each call is
+// one of the paths the large tests take, at sizes the sanitizers get through in seconds.
+YT_TEST(gpu_small_fast_hash) {
+  Rng rng(17);
+  for (int64_t D : {1, 16, 64, 1024}) {
+    for (int tau : {1, 9, 16}) {
+      if (tau > D) continue;
+      const auto c = make_fast_hash_case(rng, 2, 2, 13, D, D / tau + 1, tau, MaskMode::kRandom, true, true);
+      YT_CHECK(gpu_fast_hash(c, c.x) == cpu_fast_hash(c), "float32 " + c.label);
+      YT_CHECK(gpu_fast_hash(c, to_half(c.x)) == cpu_fast_hash(c), "float16 " + c.label);
+    }
+  }
+}
+
+YT_TEST(gpu_small_lsh) {
+  Rng rng(18);
+  check_lsh(make_lsh_case(rng, 2, 2, 13, 11, 8, 17, 6, MaskMode::kRandom, MaskMode::kRightPadded, true));
+  check_lsh(make_lsh_case(rng, 1, 3, 1, 13, 3, 64, 9, MaskMode::kAllOnes, MaskMode::kRandom, true));
+  check_lsh(make_lsh_case(rng, 2, 1, 9, 9, 4, 5, 16, MaskMode::kRightPadded, MaskMode::kRightPadded, true));
+  check_lsh(make_lsh_case(rng, 2, 2, 7, 0, 4, 8, 5, MaskMode::kAllOnes, MaskMode::kAllOnes, true));
+  check_lsh(make_lsh_case(rng, 2, 2, 7, 6, 4, 8, 5, MaskMode::kAllOnes, MaskMode::kAllZeros, true));
+}
+
+YT_TEST(gpu_small_invalid_inputs) {
+  Rng rng(19);
+  auto c = make_fast_hash_case(rng, 1, 2, 5, 16, 4, 4, MaskMode::kAllOnes, false, false);
+  c.mask[3] = 5;
+  std::string msg;
+  (void)gpu_fast_hash(c, c.x, &msg);
+  YT_CHECK(!msg.empty(), "invalid mask reported");
+  auto l = make_lsh_case(rng, 1, 2, 5, 6, 3, 4, 4, MaskMode::kAllOnes, MaskMode::kAllOnes, true);
+  l.kc[1] = 1 << 20;
+  (void)gpu_lsh(l, l.value, 0, &msg);
+  YT_CHECK(!msg.empty(), "invalid code reported");
 }
 
 int main(int argc, char** argv) {

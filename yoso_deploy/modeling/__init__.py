@@ -1,6 +1,6 @@
 """Reference PyTorch YOSO: transformers' model classes with a correct, deterministic self-attention."""
 
-from . import ops
+from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 from .model import (
     TASK_ALIASES,
@@ -28,6 +28,7 @@ __all__ = [
     "convert_model",
     "layer_signs",
     "load_model",
+    "native_ops",
     "task_for_architecture",
     "yoso_4096_config",
     "ops",

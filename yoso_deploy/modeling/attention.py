@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from . import ops
+from . import native_ops, ops
 
 ATTENTION_MODES = ("lsh", "expectation")
 
@@ -28,6 +28,7 @@ class YosoReferenceSelfAttention(nn.Module):
         config,
         *,
         attention: str = "lsh",
+        kernels: str = "torch",
         signs: torch.Tensor | None = None,
         query: nn.Linear | None = None,
         key: nn.Linear | None = None,
@@ -45,6 +46,7 @@ class YosoReferenceSelfAttention(nn.Module):
                 f"({config.num_attention_heads})"
             )
         self.attention = attention
+        self.kernels = native_ops.check_kernels(kernels)  # LSH ops: "torch" (reference) or "native"
         self.num_heads = config.num_attention_heads
         self.head_dim = config.hidden_size // config.num_attention_heads
         self.all_head_size = self.num_heads * self.head_dim
@@ -112,14 +114,15 @@ class YosoReferenceSelfAttention(nn.Module):
             pad = self.hash_dim - self.head_dim
             qh = nn.functional.pad(q, (0, pad)) if pad else q
             kh = nn.functional.pad(k, (0, pad)) if pad else k
+            fast_hash, lsh_cumulation = native_ops.ops_for(self.kernels)
             if self.code_hook is not None:
                 q_codes, k_codes = self.code_hook(self, hidden_states, qh, kh, mask, signs)
             else:
-                q_codes = torch.ops.yoso.fast_hash(qh, mask, signs, self.num_hash, self.hash_code_len)
-                k_codes = torch.ops.yoso.fast_hash(kh, mask, signs, self.num_hash, self.hash_code_len)
+                q_codes = fast_hash(qh, mask, signs, self.num_hash, self.hash_code_len)
+                k_codes = fast_hash(kh, mask, signs, self.num_hash, self.hash_code_len)
             if self.code_sink is not None:
                 self.code_sink.append((q_codes, k_codes))
-            context = torch.ops.yoso.lsh_cumulation(
+            context = lsh_cumulation(
                 q_codes, k_codes, mask, mask, v, self.hash_code_len
             )
             if self.code_hook is not None and hasattr(self.code_hook, "observe"):

@@ -22,7 +22,7 @@ from transformers import (
     YosoModel,
 )
 
-from . import ops
+from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 
 TASK_CLASSES = {
@@ -96,13 +96,16 @@ def layer_signs(config: YosoConfig, seed: int) -> list[torch.Tensor]:
     ]
 
 
-def convert_model(model, attention: str = "lsh", seed: int = 0):
+def convert_model(model, attention: str = "lsh", seed: int = 0, kernels: str = "torch"):
     """Swap the self-attention of a transformers YOSO model for the reference one, in place.
 
-    Returns the model, in eval mode, with ``model.yoso_attention`` and ``model.yoso_seed`` set.
+    ``kernels`` picks the LSH ops: ``"torch"`` (the pure-PyTorch reference, default) or ``"native"``
+    (our AVX2 / CUDA kernels, :mod:`yoso_deploy.modeling.native_ops`). Returns the model, in eval
+    mode, with ``model.yoso_attention``, ``model.yoso_kernels`` and ``model.yoso_seed`` set.
     """
     if attention not in ATTENTION_MODES:
         raise ValueError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+    native_ops.check_kernels(kernels)
     config = model.config
     signs = layer_signs(config, seed)
     for index, (att, s) in enumerate(zip(_attention_layers(model), signs)):
@@ -111,6 +114,7 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
         att.self = YosoReferenceSelfAttention(
             config,
             attention=attention,
+            kernels=kernels,
             signs=s.to(device),
             query=old.query,
             key=old.key,
@@ -119,14 +123,15 @@ def convert_model(model, attention: str = "lsh", seed: int = 0):
         )
         att.self.layer_index = index
     model.yoso_attention = attention
+    model.yoso_kernels = kernels
     model.yoso_seed = int(seed)
     return model.eval()
 
 
-def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", seed: int = 0):
+def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", seed: int = 0, kernels: str = "torch"):
     """A randomly initialised reference model for ``config`` (weights from torch's global RNG)."""
     cls = TASK_CLASSES[canonical_task(task)]
-    return convert_model(cls(config), attention=attention, seed=seed)
+    return convert_model(cls(config), attention=attention, seed=seed, kernels=kernels)
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:
@@ -162,6 +167,7 @@ def load_model(
     seed: int = 0,
     dtype: torch.dtype = torch.float32,
     require_head: bool = False,
+    kernels: str = "torch",
     **config_overrides,
 ):
     """Load a Hugging Face YOSO checkpoint directory as a reference model.
@@ -171,6 +177,8 @@ def load_model(
     ``require_head``: then a task whose head weights the checkpoint lacks, or a missing ``task`` for
     a checkpoint that names no architecture, raises :class:`TaskHeadError` (``base`` is always allowed).
     ``config_overrides`` (e.g. ``num_hash=128``) change the YOSO hyper-parameters for this load.
+    ``kernels="native"`` runs LSH attention on our native kernels (CPU: AVX2, CUDA: our CUDA kernels)
+    instead of the pure-PyTorch reference ops (``"torch"``, the default); see ``native_ops``.
     """
     p = check_checkpoint_dir(path)
     config = YosoConfig.from_pretrained(str(p), **config_overrides)
@@ -201,6 +209,6 @@ def load_model(
             f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''}); export with "
             f"--task {arch_task or 'base'}{' or --task base' if arch_task and arch_task != 'base' else ''}"
         )
-    model = convert_model(model, attention=attention, seed=seed)
+    model = convert_model(model, attention=attention, seed=seed, kernels=kernels)
     model.yoso_task = task
     return model
