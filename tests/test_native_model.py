@@ -1,11 +1,11 @@
 """The reference model with ``kernels="native"`` (our AVX2 kernels through libyoso_kernels.so) against
 ``kernels="torch"`` (the pure-PyTorch reference ops), on CPU.
 
-Same weights, same signs, same inputs. The first LSH layer sees identical inputs, so its codes must be
-bit-identical; later layers see inputs that differ by fp32 rounding (LSHCumulation's summation order
-differs), so their codes are compared tie-aware (yoso_deploy.kernel_parity.compare_codes: every
-differing bit must have a pre-sign value within 1e-4 of its row's RMS), and the outputs must agree to
-fp32 rounding where no code differs.
+Same weights, same signs, same inputs. The native model is judged against the reference exactly as an
+export is (yoso_deploy.parity, plugins/OPS.md section 5): the first LSH layer sees identical inputs, so
+its codes must be bit-identical; later layers see inputs that differ by fp32 rounding (LSHCumulation's
+summation order differs), so their codes are judged tie-aware, and with the native run's codes injected
+into the reference every layer tensor, hidden state and output must agree within fp32 tolerances.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import time
 
 import pytest
 import torch
-from conftest import random_inputs, small_config
-from transformers import YosoConfig, YosoForQuestionAnswering, YosoModel
+from conftest import random_inputs, small_config, yoso4096_config
+from transformers import YosoForQuestionAnswering, YosoModel
 
-from yoso_deploy.kernel_parity import capture_lsh_layers, compare_codes, compare_tensors
+from yoso_deploy import parity
+from yoso_deploy.export import io_spec
 from yoso_deploy.modeling import build_model, convert_model, load_model
 
 
@@ -27,20 +28,20 @@ def _pair(hf, **kw):
             convert_model(copy.deepcopy(hf), kernels="native", **kw))
 
 
-def _run(model, ids, mask):
-    with torch.inference_mode(), capture_lsh_layers(model) as layers:
-        out = model(input_ids=ids, attention_mask=mask)
-    return out, layers
+def _judge(ref, nat, ids, mask, task="base"):
+    """The parity report of ``nat`` against ``ref`` on one input; asserts it passed."""
+    spec = io_spec(ref.config, task)
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    if "token_type_ids" in spec.input_names:
+        feeds["token_type_ids"] = torch.zeros_like(ids).numpy()
+    report = parity.check_torch_backend(ref, nat, spec, [feeds])
+    assert report.passed, report.table()
+    return report
 
 
-def _compare_layers(ref_layers, got_layers):
-    results = []
-    for i, (r, g) in enumerate(zip(ref_layers, got_layers)):
-        for which in ("q", "k"):
-            results.append(compare_codes(f"layer {i} {which}_codes", r[f"{which}_codes"], g[f"{which}_codes"],
-                                         signs=r["signs"], ref_x=r[which], got_x=g[which],
-                                         num_hash=r["num_hash"], hash_code_len=r["hash_code_len"]))
-    return results
+def _first_layer_codes_identical(report):
+    first = [c for c in report.comparisons if c.kind == "codes" and c.layer == 0]
+    assert len(first) == 2 and all(c.codes.identical == c.codes.compared for c in first), report.table()
 
 
 def _right_padded(ids):
@@ -57,14 +58,7 @@ def test_small_model_native_matches_torch(conv_window):
     ref, nat = _pair(YosoModel(cfg).eval())
     assert {a.self.kernels for a in (lay.attention for lay in nat.encoder.layer)} == {"native"}
     ids, _ = random_inputs(3, 40)
-    mask = _right_padded(ids)
-    (r_out, r_layers), (n_out, n_layers) = _run(ref, ids, mask), _run(nat, ids, mask)
-    codes = _compare_layers(r_layers, n_layers)
-    assert codes[0].differing_codes == 0 and codes[1].differing_codes == 0, [c.summary() for c in codes[:2]]
-    assert all(c.ok for c in codes), [c.summary() for c in codes]
-    out = compare_tensors("last_hidden_state", r_out.last_hidden_state, n_out.last_hidden_state, atol=1e-5)
-    if all(c.differing_codes == 0 for c in codes):
-        assert out.ok, out.summary()
+    _first_layer_codes_identical(_judge(ref, nat, ids, _right_padded(ids)))
 
 
 def test_load_model_native_qa_default_checkpoint():
@@ -74,15 +68,7 @@ def test_load_model_native_qa_default_checkpoint():
     nat = load_model(default_model_dir(), task="qa", kernels="native")
     assert nat.yoso_kernels == "native" and ref.yoso_kernels == "torch"
     ids, _ = random_inputs(2, 96, vocab=500, seed=3)
-    mask = _right_padded(ids)
-    (r_out, r_layers), (n_out, n_layers) = _run(ref, ids, mask), _run(nat, ids, mask)
-    codes = _compare_layers(r_layers, n_layers)
-    assert codes[0].differing_codes == 0 and codes[1].differing_codes == 0
-    assert all(c.ok for c in codes), [c.summary() for c in codes]
-    if all(c.differing_codes == 0 for c in codes):
-        for name in ("start_logits", "end_logits"):
-            cmp = compare_tensors(name, getattr(r_out, name), getattr(n_out, name), atol=1e-4)
-            assert cmp.ok, cmp.summary()
+    _first_layer_codes_identical(_judge(ref, nat, ids, _right_padded(ids), task="qa"))
 
 
 def test_invalid_kernels_name_is_refused():
@@ -122,21 +108,20 @@ def test_export_of_a_native_model_uses_the_reference_ops():
 
 def test_yoso_4096_layer_at_4096_tokens():
     """One layer of the uw-madison/yoso-4096 configuration (hidden 768, 12 heads, m=64, tau=9) at S = 4096."""
-    cfg = YosoConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=1, num_attention_heads=12,
-                     intermediate_size=3072, max_position_embeddings=4096 + 2, num_hash=64, hash_code_len=9,
-                     conv_window=None, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    cfg = yoso4096_config(num_hidden_layers=1, vocab_size=1000)
     torch.manual_seed(0)
     ref, nat = _pair(YosoModel(cfg).eval())
     ids = torch.randint(3, 1000, (1, 4096), generator=torch.Generator().manual_seed(0))
     mask = torch.ones_like(ids)
     mask[0, 4000:] = 0
     t0 = time.perf_counter()
-    r_out, r_layers = _run(ref, ids, mask)
+    with torch.inference_mode():
+        ref(input_ids=ids, attention_mask=mask)
     t1 = time.perf_counter()
-    n_out, n_layers = _run(nat, ids, mask)
+    with torch.inference_mode():
+        nat(input_ids=ids, attention_mask=mask)
     t2 = time.perf_counter()
     print(f"yoso-4096 layer, S 4096: torch ops {1000 * (t1 - t0):.0f} ms, native {1000 * (t2 - t1):.0f} ms (first call)")
-    codes = _compare_layers(r_layers, n_layers)
-    assert all(c.differing_codes == 0 for c in codes), [c.summary() for c in codes]
-    out = compare_tensors("last_hidden_state", r_out.last_hidden_state, n_out.last_hidden_state, atol=1e-5)
-    assert out.ok, out.summary()
+    report = _judge(ref, nat, ids, mask)
+    (q, k) = [c for c in report.comparisons if c.kind == "codes"]
+    assert q.codes.identical == q.codes.compared and k.codes.identical == k.codes.compared  # one layer: same inputs

@@ -201,7 +201,8 @@ def test_small_model_on_cuda_matches_cpu_reference():
     from conftest import small_config
     from transformers import YosoModel
 
-    from yoso_deploy.kernel_parity import capture_lsh_layers, compare_codes, compare_tensors
+    from yoso_deploy import parity
+    from yoso_deploy.export import io_spec
     from yoso_deploy.modeling import convert_model
 
     torch.manual_seed(0)
@@ -211,15 +212,6 @@ def test_small_model_on_cuda_matches_cpu_reference():
     ids = torch.randint(3, 97, (2, 64), generator=torch.Generator().manual_seed(1))
     mask = torch.ones_like(ids)
     mask[1, 50:] = 0
-    with torch.inference_mode():
-        with capture_lsh_layers(ref) as r_layers:
-            r_out = ref(input_ids=ids, attention_mask=mask).last_hidden_state
-        with capture_lsh_layers(nat) as n_layers:
-            n_out = nat(input_ids=ids.to(CUDA), attention_mask=mask.to(CUDA)).last_hidden_state
-    codes = [compare_codes(f"layer {i} {w}", r[f"{w}_codes"], n[f"{w}_codes"], signs=r["signs"], ref_x=r[w], got_x=n[w],
-                           num_hash=r["num_hash"], hash_code_len=r["hash_code_len"])
-             for i, (r, n) in enumerate(zip(r_layers, n_layers)) for w in ("q", "k")]
-    assert all(c.ok for c in codes), [c.summary() for c in codes]
-    if all(c.differing_codes == 0 for c in codes):
-        out = compare_tensors("last_hidden_state", r_out, n_out, atol=1e-4)
-        assert out.ok, out.summary()
+    feeds = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    report = parity.check_torch_backend(ref, nat, io_spec(ref.config, "base"), [feeds], backend="cuda-native")
+    assert report.passed, report.table()

@@ -734,3 +734,58 @@ def check_onnxruntime(model, spec: IOSpec, onnx_model, cases: list[dict], tolera
         values = dict(zip(names, sess.run(names, {n: feeds[n] for n in spec.input_names})))
         report.comparisons += judge_backend(model, spec, probes, backend, feeds, values, tolerances)
     return report
+
+
+# ------------------------------------------------------------------------------------------------
+# A PyTorch model as the backend (e.g. the native CUDA kernels against the CPU reference)
+# ------------------------------------------------------------------------------------------------
+
+
+def torch_probes(num_layers: int) -> GraphProbes:
+    """Probe names of a PyTorch backend run captured by :func:`capture_torch_backend`."""
+    layers = [LayerProbe(i, f"layer.{i}.query_codes", f"layer.{i}.key_codes", f"layer.{i}.query_input",
+                         f"layer.{i}.key_input", f"layer.{i}.value", f"layer.{i}.context") for i in range(num_layers)]
+    return GraphProbes(layers, [f"hidden_states.{k}" for k in range(num_layers + 1)])
+
+
+class _Recorder:
+    """``code_hook`` that lets a model hash with its own kernels and records what its ops saw and made."""
+
+    def __init__(self):
+        self.values: dict[str, np.ndarray] = {}
+
+    def __call__(self, module, hidden_states, qh, kh, mask, signs):
+        from .modeling import native_ops
+
+        fast_hash = native_ops.ops_for(getattr(module, "kernels", "torch"))[0]
+        qc = fast_hash(qh, mask, signs, module.num_hash, module.hash_code_len)
+        kc = fast_hash(kh, mask, signs, module.num_hash, module.hash_code_len)
+        i = module.layer_index
+        for name, t in (("query_input", qh), ("key_input", kh), ("query_codes", qc), ("key_codes", kc)):
+            self.values[f"layer.{i}.{name}"] = to_numpy(t)
+        return qc, kc
+
+    def observe(self, module, value, context):
+        self.values[f"layer.{module.layer_index}.value"] = to_numpy(value)
+        self.values[f"layer.{module.layer_index}.context"] = to_numpy(context)
+
+
+def capture_torch_backend(model, spec: IOSpec, feeds: dict[str, np.ndarray]) -> tuple[GraphProbes, dict]:
+    """Run a PyTorch model (any device, any ``kernels``) and return its probes and values, as an ONNX
+    backend's instrumented run would: every layer's FastHash inputs and codes, LSHCumulation value and
+    output, hidden states and outputs."""
+    rec = _Recorder()
+    outputs, hidden = reference_forward(model, spec, feeds, code_hook=rec)
+    values = {**rec.values, **outputs, **{f"hidden_states.{k}": h for k, h in enumerate(hidden)}}
+    return torch_probes(len(attention_modules(model))), values
+
+
+def check_torch_backend(reference_model, backend_model, spec: IOSpec, cases: list[dict],
+                        tolerances: Tolerances = Tolerances(), backend: str = "torch-native") -> ParityReport:
+    """``backend_model`` (e.g. ``kernels="native"`` on CUDA) judged against ``reference_model`` exactly as
+    an export is: tie-aware codes, its codes injected, every layer tensor, hidden state and output."""
+    report = ParityReport()
+    for feeds in cases:
+        probes, values = capture_torch_backend(backend_model, spec, feeds)
+        report.comparisons += judge_backend(reference_model, spec, probes, backend, feeds, values, tolerances)
+    return report
