@@ -81,7 +81,10 @@ TASK_HELP = (
                    "networks, ORT CUDA); hashing stays fp32 inside FastHash.")
 @click.option("--debug-codes", is_flag=True, help="Also output every layer's hash codes (for parity debugging).")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
-def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, debug_codes, no_validate):
+@click.option("--portable", type=click.Choice(["functions", "off", "inline"]), default="functions", show_default=True,
+              help="functions: the com.yoso ops also carry standard-ONNX bodies (any ONNX runtime runs the model; "
+                   "ours runs the library); off: no bodies; inline: bodies expanded, no com.yoso node (OpenVINO).")
+def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, debug_codes, no_validate, portable):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -94,7 +97,8 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, deb
     try:
         result = export(model_dir, output, task=task, attention=attention,
                         opset=DEFAULT_OPSET if opset is None else opset, seed=seed,
-                        debug_codes=debug_codes, validate=not no_validate, atol=atol, dtype=dtype)
+                        debug_codes=debug_codes, validate=not no_validate, atol=atol, dtype=dtype,
+                        portable=portable)
     except ParityError as e:
         click.echo(e.result.parity_table())
         raise

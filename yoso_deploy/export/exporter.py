@@ -32,6 +32,7 @@ from .. import __version__
 from ..modeling import ATTENTION_MODES, canonical_task, load_model
 from ..modeling.ops import OP_DOMAIN, OP_VERSION
 from ..parity import COMPARISON_HEADERS, Comparison, ExportWrapper, compare_outputs, format_table, torch_outputs
+from .functions import DEFAULT_PORTABLE, PORTABLE_MODES, attach_functions, portable_manifest
 from .schemas import register_schemas
 from .spec import IOSpec, io_spec, make_inputs
 
@@ -251,12 +252,14 @@ def export(
     validation_shapes: tuple[tuple[int, int], ...] = ((2, 16), (3, 77)),
     verbose: bool = False,
     dtype: str = "fp32",
+    portable: str = DEFAULT_PORTABLE,
 ) -> ExportResult:
     """Export a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
     With ``validate`` the export is run in ONNX Runtime (``libyoso_ort.so`` registered) on generated
     inputs of ``validation_shapes`` (batch, sequence) with mixed padding and compared with the
     PyTorch reference; :class:`ParityError` is raised past ``atol`` (the files are kept).
+    ``portable`` (``functions``, ``off``, ``inline``): see :mod:`yoso_deploy.export.functions`.
     """
     task = canonical_task(task)
     if dtype not in DTYPES:
@@ -264,6 +267,8 @@ def export(
     if attention not in ATTENTION_MODES:
         raise ExportError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
     opset = _check_opset(opset)
+    if portable not in PORTABLE_MODES:
+        raise ExportError(f"unknown portable mode {portable!r}; choose one of {', '.join(PORTABLE_MODES)}")
     src = Path(model) if model is not None else default_model_dir()
     out = _prepare_output_dir(Path(output))
     register_schemas()
@@ -323,7 +328,8 @@ def export(
             "python": platform.python_version(),
         },
     }
-    model_proto = _finalize(program.model_proto, spec, manifest)
+    model_proto = attach_functions(_finalize(program.model_proto, spec, manifest), portable)
+    manifest.update(portable_manifest(portable, model_proto))
     onnx.save(model_proto, str(tmp_path))
     try:
         _check(tmp_path)
