@@ -180,30 +180,31 @@ def fast_hash_function(hash_dim: int, opset: int) -> onnx.FunctionProto:
                           b.op("Equal", b.op("Abs", signs), b.const(1.0, np.float32))))
 
     n = b.mul(B, S)
+    width = b.mul(H, n)  # L = H·N: one column per head and token
     t = b.op("Cast", x, to=TensorProto.FLOAT, hint="xf")  # float16 widens exactly
     t = b.op("Transpose", t, perm=[3, 1, 0, 2], hint="xt")  # [D, H, B, S]
-    t = b.reshape(t, dconst, b.const([1]), H, n)  # [D, 1, H, N]
-    # signs[H,3,P,D] -> [3, D, P, H, 1]: part p of head h is column (p·H + h)·N + token.
-    sg = b.op("Unsqueeze", b.op("Transpose", signs, perm=[1, 3, 2, 0]), b.const([4]), hint="sg")
-    width = b.mul(parts, H, n)  # entries per row of D
-    split = b.const([1, 1])
+    t = b.reshape(t, b.const([1]), dconst, H, n)  # [1, D, H, N]
+    # signs[H,3,P,D] -> [3, P, D, H, 1]; t is [P, D, H, N]: part p, entry i, head h, token.
+    sg = b.op("Unsqueeze", b.op("Transpose", signs, perm=[1, 2, 3, 0]), b.const([4]), hint="sg")
+    butterfly = b.const([[1.0, 1.0], [1.0, -1.0]], np.float32, hint="butterfly")
     for rnd in range(3):
-        t = b.op("Mul", t, b.op("Gather", sg, b.const(rnd), axis=0, hint=f"signs{rnd}"))  # [D, P, H, N]
+        t = b.op("Mul", t, b.op("Gather", sg, b.const(rnd), axis=0, hint=f"signs{rnd}"))  # [P, D, H, N]
         s = d // 2
         while s >= 1:
-            t = b.reshape(t, b.const([d // (2 * s), 2]), b.mul(b.const([s]), width))
-            lo, hi = b.op("Split", t, split, axis=1, outputs=2, hint="half")
-            t = b.op("Concat", b.op("Add", lo, hi), b.op("Sub", lo, hi), axis=1, hint="stage")
+            # Stage of stride s on the view [P, D/2s, 2, s·L]: [[1, 1], [1, -1]] @ (a; b) = (a + b; a - b).
+            # The products are exact (±1) and each output sums two of them, so every entry is the
+            # one IEEE add or subtract of the contract, FMA or not, in any summation order.
+            t = b.reshape(t, parts, b.const([d // (2 * s), 2]), b.mul(b.const([s]), width))
+            t = b.op("MatMul", butterfly, t, hint="stage")
             s //= 2
-        t = b.reshape(t, dconst, parts, H, n)
+        t = b.reshape(t, parts, dconst, H, n)
     used = b.mul(per_part, tau)
-    bits = b.op("Slice", t, b.const([0]), used, b.const([0]), hint="used")  # [per_part·τ, P, H, N]
+    bits = b.op("Slice", t, b.const([0]), used, b.const([1]), hint="used")  # [P, per_part·τ, H, N]
     bits = b.op("Cast", b.op("Greater", bits, b.const(0.0, np.float32)), to=TensorProto.INT32, hint="bits")
-    bits = b.reshape(bits, per_part, tau, width)
+    bits = b.reshape(bits, parts, per_part, tau, width)
     pow2 = b.op("Slice", b.const([1 << i for i in range(MAX_HASH_CODE_LEN)], np.int32), b.const([0]), tau)
-    weights = b.reshape(pow2, b.const([1]), tau, b.const([1]))
-    codes = b.op("ReduceSum", b.op("Mul", bits, weights), b.const([1]), keepdims=0, hint="codes")  # [per_part, P·H·N]
-    codes = b.op("Transpose", b.reshape(codes, per_part, parts, b.mul(H, n)), perm=[1, 0, 2])
+    weights = b.reshape(pow2, tau, b.const([1]))
+    codes = b.op("ReduceSum", b.op("Mul", bits, weights), b.const([2]), keepdims=0, hint="codes")  # [P, per_part, L]
     codes = b.reshape(codes, b.mul(parts, per_part), H, B, S)  # code f = p·per_part + j
     codes = b.op("Slice", codes, b.const([0]), m, b.const([0]))
     codes = b.op("Transpose", codes, perm=[2, 1, 3, 0], hint="codes_bhsm")  # [B, H, S, m]
@@ -223,22 +224,23 @@ def _loop_body() -> onnx.GraphProto:
     f, cond, acc = "lc_f", "lc_cond", "lc_acc"
     kc = g.op("Cast", g.op("Gather", "lc_kcT", f, axis=0), to=TensorProto.INT64, hint="kc")  # [N, Sk]
     qc = g.op("Cast", g.op("Gather", "lc_qcT", f, axis=0), to=TensorProto.INT64, hint="qc")  # [N, Sq]
-    _, korder = g.op("TopK", kc, "lc_Sk", axis=1, largest=0, sorted=1, outputs=2, hint="korder")
-    vs = g.op("GatherND", "lc_v", g.op("Unsqueeze", korder, g.const([2])), batch_dims=1, hint="vsorted")
-    vs = g.op("Pad", vs, g.const([0, 1, 0, 0, 0, 0]), hint="vpad")  # a zero row first: E[0] = 0
-    e = g.op("CumSum", vs, g.const(1), hint="prefix")  # [N, Sk+1, Dv] float64
     two = g.const(2)
     q2 = g.op("Mul", qc, two)
     merged = g.op("Concat", g.op("Mul", kc, two), g.op("Add", q2, g.const(1)), g.op("Sub", q2, g.const(1)),
-                  axis=1, hint="merged")  # keys 2c, query-hi 2c+1, query-lo 2c-1
+                  axis=1, hint="merged")  # keys 2c, query-hi 2c+1, query-lo 2c-1: [N, Sk+2Sq]
     _, morder = g.op("TopK", merged, "lc_M", axis=1, largest=0, sorted=1, outputs=2, hint="morder")
-    is_key = g.op("Cast", g.op("Less", morder, "lc_Sk"), to=TensorProto.INT64)
-    before = g.op("CumSum", is_key, g.const(1), exclusive=1, hint="keys_before")
-    counts = g.op("ScatterElements", g.op("ConstantOfShape", g.op("Shape", merged),
-                                          value=numpy_helper.from_array(np.zeros(1, np.int64))),
-                  morder, before, axis=1, hint="counts")
-    hi = g.op("Slice", counts, "lc_Sk", "lc_SkSq", g.const([1]), hint="hi")
-    lo = g.op("Slice", counts, "lc_SkSq", "lc_M", g.const([1]), hint="lo")
+    key_b = g.op("Less", morder, "lc_Sk", hint="is_key")
+    before = g.op("CumSum", g.op("Cast", key_b, to=TensorProto.INT64), g.const(1), exclusive=1, hint="keys_before")
+    # For every element (original order): the number of keys sorted before it.
+    counts = g.op("ScatterElements", "lc_zeros_m", morder, before, axis=1, hint="counts")
+    hi = g.op("Slice", counts, "lc_Sk", "lc_SkSq", g.const([1]), hint="hi")  # keys with code <= qc
+    lo = g.op("Slice", counts, "lc_SkSq", "lc_M", g.const([1]), hint="lo")  # keys with code < qc
+    # The keys in sorted order (1-based; slot 0 stays 0 = the zero row of lc_v0; non-keys go to slot Sk+1).
+    slots = g.op("Where", key_b, g.op("Add", before, g.const(1)), "lc_Sk1", hint="slots")
+    korder = g.op("ScatterElements", "lc_zeros_k", slots, g.op("Add", morder, g.const(1)), axis=1, hint="korder")
+    korder = g.op("Slice", korder, g.const([0]), "lc_Sk1", g.const([1]))  # [N, Sk+1]
+    vs = g.op("GatherND", "lc_v0", g.op("Unsqueeze", korder, g.const([2])), batch_dims=1, hint="vsorted")
+    e = g.op("CumSum", vs, g.const(1), hint="prefix")  # E[k] = sum of the k first keys, [N, Sk+1, Dv] float64
     take = lambda i: g.op("GatherND", e, g.op("Unsqueeze", i, g.const([2])), batch_dims=1)  # noqa: E731
     g.alias(g.op("Add", acc, g.op("Sub", take(hi), take(lo))), "lc_acc_out")
     g.alias(cond, "lc_cond_out")
@@ -288,10 +290,15 @@ def lsh_cumulation_function(opset: int) -> onnx.FunctionProto:
     b.alias(b.op("Reshape", b.op("Transpose", qc, perm=[3, 0, 1, 2]), b.concat(M, n, Sq), allowzero=1), "lc_qcT")
     kmask = b.op("Unsqueeze", b.op("Cast", km, to=TensorProto.BOOL), b.const([1, 3]))
     vd = b.op("Where", kmask, b.op("Cast", v, to=TensorProto.DOUBLE), b.const(0.0, np.float64), hint="vmasked")
-    b.alias(b.reshape(vd, n, Sk, Dv), "lc_v")
+    zero_row = b.op("ConstantOfShape", b.concat(n, b.const([1]), Dv), value=numpy_helper.from_array(np.zeros(1, np.float64)))
+    b.alias(b.op("Concat", zero_row, b.reshape(vd, n, Sk, Dv), axis=1), "lc_v0")  # [N, 1+Sk, Dv]
     b.alias(Sk, "lc_Sk")
+    b.alias(b.op("Add", Sk, b.const([1])), "lc_Sk1")
     b.alias(b.op("Add", Sk, Sq), "lc_SkSq")
     b.alias(b.op("Add", "lc_SkSq", Sq), "lc_M")
+    zeros64 = numpy_helper.from_array(np.zeros(1, np.int64))
+    b.alias(b.op("ConstantOfShape", b.concat(n, "lc_M"), value=zeros64), "lc_zeros_m")
+    b.alias(b.op("ConstantOfShape", b.concat(n, b.op("Add", Sk, b.const([2]))), value=zeros64), "lc_zeros_k")
     acc0 = b.op("ConstantOfShape", b.concat(n, Sq, Dv), value=numpy_helper.from_array(np.zeros(1, np.float64)),
                 hint="acc0")
     trips = b.op("Squeeze", M, b.const([0]), hint="trips")
