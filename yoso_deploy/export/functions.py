@@ -406,3 +406,36 @@ def portable_manifest(mode: str, model: onnx.ModelProto) -> dict:
     if not any(n.domain == OP_DOMAIN for n in model.graph.node):
         fields["custom_ops"] = []
     return fields
+
+
+def op_model(op: str, *, hash_code_len: int, num_hash: int | None = None, hash_dim: int | None = None,
+             opset: int = 18, portable: str = DEFAULT_PORTABLE, value_type: int = TensorProto.FLOAT) -> onnx.ModelProto:
+    """A model of one ``com.yoso`` node with dynamic shapes (tests, benchmarks, op-level checks).
+
+    FastHash: inputs ``x [B,H,S,D]`` (``value_type``), ``mask [B,S]``, ``signs [H,3,P,D]``; output ``codes``.
+    LSHCumulation: inputs ``query_codes``, ``key_codes``, ``query_mask``, ``key_mask``, ``value``; output ``output``.
+    """
+    vi = helper.make_tensor_value_info
+    if op == "FastHash":
+        if num_hash is None or hash_dim is None:
+            raise PortableError("op_model('FastHash') needs num_hash and hash_dim")
+        node = helper.make_node("FastHash", ["x", "mask", "signs"], ["codes"], domain=OP_DOMAIN,
+                                num_hash=int(num_hash), hash_code_len=int(hash_code_len))
+        inputs = [vi("x", value_type, ["B", "H", "S", int(hash_dim)]), vi("mask", TensorProto.INT32, ["B", "S"]),
+                  vi("signs", TensorProto.FLOAT, ["H", 3, "P", int(hash_dim)])]
+        outputs = [vi("codes", TensorProto.INT32, ["B", "H", "S", int(num_hash)])]
+    elif op == "LSHCumulation":
+        node = helper.make_node("LSHCumulation", ["query_codes", "key_codes", "query_mask", "key_mask", "value"],
+                                ["output"], domain=OP_DOMAIN, hash_code_len=int(hash_code_len))
+        inputs = [vi("query_codes", TensorProto.INT32, ["B", "H", "Sq", "m"]),
+                  vi("key_codes", TensorProto.INT32, ["B", "H", "Sk", "m"]),
+                  vi("query_mask", TensorProto.INT32, ["B", "Sq"]), vi("key_mask", TensorProto.INT32, ["B", "Sk"]),
+                  vi("value", value_type, ["B", "H", "Sk", "Dv"])]
+        outputs = [vi("output", value_type, ["B", "H", "Sq", "Dv"])]
+    else:
+        raise PortableError(f"unknown op {op!r}; choose FastHash or LSHCumulation")
+    graph = helper.make_graph([node], f"yoso_{op}", inputs, outputs)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset),
+                                                    helper.make_opsetid(OP_DOMAIN, OP_VERSION)])
+    model.ir_version = 10
+    return attach_functions(model, portable)  # FastHash: D is read from x (signs is an input here)
