@@ -72,10 +72,13 @@ def make_openvino_runner(onnx_path: str | Path, name: str = "openvino", threads:
             self.compiled = compile_openvino(onnx_path, device=device, threads=threads)
 
         def get_input_metadata_impl(self):
+            from polygraphy.datatype import DataType
+
             meta = TensorMetadata()
             for port in self.compiled.inputs:
                 shape = [d.get_length() if d.is_static else -1 for d in port.get_partial_shape()]
-                meta.add(port.get_any_name(), dtype=np.dtype(port.get_element_type().to_dtype()), shape=shape)
+                dtype = DataType.from_dtype(np.dtype(port.get_element_type().to_dtype()))
+                meta.add(port.get_any_name(), dtype=dtype, shape=shape)
             return meta
 
         def infer_impl(self, feed_dict):

@@ -239,9 +239,11 @@ def _loop_body() -> onnx.GraphProto:
     slots = g.op("Where", key_b, g.op("Add", before, g.const(1)), "lc_Sk1", hint="slots")
     korder = g.op("ScatterElements", "lc_zeros_k", slots, g.op("Add", morder, g.const(1)), axis=1, hint="korder")
     korder = g.op("Slice", korder, g.const([0]), "lc_Sk1", g.const([1]))  # [N, Sk+1]
-    vs = g.op("GatherND", "lc_v0", g.op("Unsqueeze", korder, g.const([2])), batch_dims=1, hint="vsorted")
-    e = g.op("CumSum", vs, g.const(1), hint="prefix")  # E[k] = sum of the k first keys, [N, Sk+1, Dv] float64
-    take = lambda i: g.op("GatherND", e, g.op("Unsqueeze", i, g.const([2])), batch_dims=1)  # noqa: E731
+    # Row gathers from [N·(Sk+1), Dv] tables with row offsets n·(Sk+1) (plain Gather runs everywhere).
+    vs = g.op("Gather", "lc_v0", g.op("Add", korder, "lc_offsets"), axis=0, hint="vsorted")  # [N, Sk+1, Dv]
+    e = g.op("CumSum", vs, g.const(1), hint="prefix")  # E[k] = sum of the k first keys, float64
+    e = g.op("Reshape", e, "lc_table_shape", allowzero=1, hint="prefix_rows")
+    take = lambda i: g.op("Gather", e, g.op("Add", i, "lc_offsets"), axis=0)  # noqa: E731 - [N, Sq, Dv]
     g.alias(g.op("Add", acc, g.op("Sub", take(hi), take(lo))), "lc_acc_out")
     g.alias(cond, "lc_cond_out")
     graph = helper.make_graph(
@@ -291,9 +293,13 @@ def lsh_cumulation_function(opset: int) -> onnx.FunctionProto:
     kmask = b.op("Unsqueeze", b.op("Cast", km, to=TensorProto.BOOL), b.const([1, 3]))
     vd = b.op("Where", kmask, b.op("Cast", v, to=TensorProto.DOUBLE), b.const(0.0, np.float64), hint="vmasked")
     zero_row = b.op("ConstantOfShape", b.concat(n, b.const([1]), Dv), value=numpy_helper.from_array(np.zeros(1, np.float64)))
-    b.alias(b.op("Concat", zero_row, b.reshape(vd, n, Sk, Dv), axis=1), "lc_v0")  # [N, 1+Sk, Dv]
     b.alias(Sk, "lc_Sk")
     b.alias(b.op("Add", Sk, b.const([1])), "lc_Sk1")
+    b.alias(b.concat(b.mul(n, "lc_Sk1"), Dv), "lc_table_shape")
+    v0 = b.op("Concat", zero_row, b.reshape(vd, n, Sk, Dv), axis=1)  # [N, 1+Sk, Dv]: row 0 of each (b, h) is 0
+    b.alias(b.op("Reshape", v0, "lc_table_shape", allowzero=1), "lc_v0")
+    rows = b.op("Range", b.const(0), b.op("Squeeze", n, b.const([0])), b.const(1))
+    b.alias(b.op("Unsqueeze", b.op("Mul", rows, "lc_Sk1"), b.const([1])), "lc_offsets")  # [N, 1]
     b.alias(b.op("Add", Sk, Sq), "lc_SkSq")
     b.alias(b.op("Add", "lc_SkSq", Sq), "lc_M")
     zeros64 = numpy_helper.from_array(np.zeros(1, np.int64))
