@@ -182,7 +182,10 @@ def fast_hash_function(hash_dim: int, opset: int) -> onnx.FunctionProto:
     n = b.mul(B, S)
     width = b.mul(H, n)  # L = H·N: one column per head and token
     t = b.op("Cast", x, to=TensorProto.FLOAT, hint="xf")  # float16 widens exactly
-    t = b.op("Transpose", t, perm=[3, 1, 0, 2], hint="xt")  # [D, H, B, S]
+    # [B,H,S,D] -> [H,B,S,D] (whole S·D blocks) -> [H·N, D] -> [D, H·N]: two transposes ONNX Runtime
+    # runs 6x faster than the one 4-d permutation [3, 1, 0, 2].
+    t = b.op("Transpose", t, perm=[1, 0, 2, 3], hint="xh")
+    t = b.op("Transpose", b.reshape(t, width, dconst), perm=[1, 0], hint="xt")
     t = b.reshape(t, b.const([1]), dconst, H, n)  # [1, D, H, N]
     # signs[H,3,P,D] -> [3, P, D, H, 1]; t is [P, D, H, N]: part p, entry i, head h, token.
     sg = b.op("Unsqueeze", b.op("Transpose", signs, perm=[1, 2, 3, 0]), b.const([4]), hint="sg")
@@ -222,12 +225,7 @@ def _loop_body() -> onnx.GraphProto:
     """One hash function f: acc += E[hi] − E[lo] (see the module docstring). Reads outer-scope values."""
     g = _Body(BODY_PREFIX["LSHCumulation"] + "f_")
     f, cond, acc = "lc_f", "lc_cond", "lc_acc"
-    kc = g.op("Cast", g.op("Gather", "lc_kcT", f, axis=0), to=TensorProto.INT64, hint="kc")  # [N, Sk]
-    qc = g.op("Cast", g.op("Gather", "lc_qcT", f, axis=0), to=TensorProto.INT64, hint="qc")  # [N, Sq]
-    two = g.const(2)
-    q2 = g.op("Mul", qc, two)
-    merged = g.op("Concat", g.op("Mul", kc, two), g.op("Add", q2, g.const(1)), g.op("Sub", q2, g.const(1)),
-                  axis=1, hint="merged")  # keys 2c, query-hi 2c+1, query-lo 2c-1: [N, Sk+2Sq]
+    merged = g.op("Gather", "lc_merged", f, axis=0, hint="merged")  # [N, Sk+2Sq] int32
     _, morder = g.op("TopK", merged, "lc_M", axis=1, largest=0, sorted=1, outputs=2, hint="morder")
     key_b = g.op("Less", morder, "lc_Sk", hint="is_key")
     before = g.op("CumSum", g.op("Cast", key_b, to=TensorProto.INT64), g.const(1), exclusive=1, hint="keys_before")
@@ -287,9 +285,13 @@ def lsh_cumulation_function(opset: int) -> onnx.FunctionProto:
         ok = b.op("And", b.op("GreaterOrEqual", codes, b.const(0, np.int32)), b.op("Less", codes, buckets))
         checks.append(b.check("LSHCumulation", f"{name}_in_0_2pow_tau", ok))
     n = b.mul(B, H)
-    # Codes [B,H,S,m] -> [m, N, S] so that Gather(·, f) is one hash function's codes.
-    b.alias(b.op("Reshape", b.op("Transpose", kc, perm=[3, 0, 1, 2]), b.concat(M, n, Sk), allowzero=1), "lc_kcT")
-    b.alias(b.op("Reshape", b.op("Transpose", qc, perm=[3, 0, 1, 2]), b.concat(M, n, Sq), allowzero=1), "lc_qcT")
+    # Codes [B,H,S,m] -> [m, N, S]; the sort keys of all hash functions at once, int32 (a code < 2^30
+    # gives 2c+1 < 2^31): keys 2c, queries 2c+1 (for hi) and 2c-1 (for lo) -> [m, N, Sk+2Sq].
+    kcT = b.op("Reshape", b.op("Transpose", kc, perm=[3, 0, 1, 2]), b.concat(M, n, Sk), allowzero=1, hint="kcT")
+    qcT = b.op("Reshape", b.op("Transpose", qc, perm=[3, 0, 1, 2]), b.concat(M, n, Sq), allowzero=1, hint="qcT")
+    two, one = b.const(2, np.int32), b.const(1, np.int32)
+    q2 = b.op("Mul", qcT, two)
+    b.alias(b.op("Concat", b.op("Mul", kcT, two), b.op("Add", q2, one), b.op("Sub", q2, one), axis=2), "lc_merged")
     kmask = b.op("Unsqueeze", b.op("Cast", km, to=TensorProto.BOOL), b.const([1, 3]))
     vd = b.op("Where", kmask, b.op("Cast", v, to=TensorProto.DOUBLE), b.const(0.0, np.float64), hint="vmasked")
     zero_row = b.op("ConstantOfShape", b.concat(n, b.const([1]), Dv), value=numpy_helper.from_array(np.zeros(1, np.float64)))
