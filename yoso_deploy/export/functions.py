@@ -12,27 +12,30 @@ other ONNX runtime expands the body, so the model runs everywhere ONNX does (slo
 * ``inline``: the bodies are expanded into the graph (``onnx.inliner``): no ``com.yoso`` node is
   left, for runtimes that do not read model-local functions (OpenVINO).
 
-FastHash body (linear in S; bit-identical codes)
-    The hashed axis goes first: ``x[B,H,S,D]`` becomes ``t[D, P·H·B·S]`` (one column per part,
-    head and token), so each butterfly stage of stride ``s`` is a reshape to ``[D/2s, 2, s·L]``,
-    a ``Split`` into the two halves, one ``Add`` and one ``Sub``, and a ``Concat``: exactly the IEEE
-    operations of the contract's stages, in its order (stride D/2 first), so ``t`` and therefore the
-    codes are bit-identical to the library. ``3·log2(D)`` stages are unrolled for the model's ``D``
-    (the only value the body is specialised to; ``num_hash`` and ``hash_code_len`` are read from the
-    node's attributes). Bits ``t > 0`` are weighted by ``2^i`` in ``int32`` and summed per code.
-    Cost per token and head: ``3·log2(D)·P·D`` adds plus copies — what the library does, without SIMD.
+FastHash body (O(S); bit-identical codes)
+    The hashed axis goes first: ``x[B,H,S,D]`` becomes ``t[P, D, L]`` with ``L = H·B·S`` (one column
+    per head and token, one block per part). A butterfly stage of stride ``s`` is a reshape to the
+    view ``[P, D/2s, 2, s·L]`` and one ``MatMul`` by ``[[1, 1], [1, −1]]``: each output is the sum of
+    two exact products (±1), i.e. exactly the contract's IEEE add or subtract — with or without FMA,
+    in any summation order — so evaluating the stages in the contract's order (stride D/2 first)
+    gives a bit-identical ``t`` and therefore bit-identical codes. The ``3·log2(D)`` stages are
+    unrolled for the model's ``D`` (the only value a body is specialised to; ``num_hash`` and
+    ``hash_code_len`` come from the node's attributes); the sign diagonals are ``Mul``s. Bits
+    ``t > 0`` are weighted by ``2^i`` in ``int32`` and summed per code. Work per token and head:
+    ``3·log2(D)·P·D`` adds, like the library, but each stage streams the whole tensor through memory.
 
-LSHCumulation body (O(m·(S log S + S·Dv)); within 1e-6 of the library)
-    A ``Loop`` over the ``m`` hash functions keeps memory at O(B·H·S·Dv) whatever ``m`` is. Per
-    hash function and ``(b, h)``: ``TopK`` sorts the keys by code; their values (masked keys
-    replaced by 0 with ``Where``, so an inf/NaN behind the mask cannot leak) are gathered in that
-    order and prefix-summed in float64 (``E[k]`` = sum of the first ``k``); a second ``TopK`` over
-    the merged integers ``2·kc``, ``2·qc+1`` and ``2·qc−1`` counts, for every query, the keys with
-    code ``≤ qc`` (``hi``) and ``< qc`` (``lo``) — a ``CumSum`` of the "is a key" flags in merged
-    order, scattered back with ``ScatterElements`` (a permutation, so no write conflicts); the
-    query's bucket sum is ``E[hi] − E[lo]``. The float64 sums are divided by ``m`` and rounded to
-    the value type once. No dense ``2^τ`` table (``τ`` may be 30) and no ``ScatterND(add)`` (ONNX
-    Runtime's kernel adds in parallel without atomics and is wrong with more than one thread).
+LSHCumulation body (O(m·(S log S + S·Dv)) time, O(B·H·S·(m + Dv)) memory; within 1e-6 of the library)
+    A ``Loop`` over the ``m`` hash functions keeps the float tables at one hash function's size.
+    Per hash function and ``(b, h)``, one ``TopK`` sorts the int32 integers ``2·kc`` (keys),
+    ``2·qc+1`` and ``2·qc−1`` (each query twice); a ``CumSum`` of the "is a key" flags in that order
+    gives, scattered back with ``ScatterElements`` (a permutation: no write conflicts), every query's
+    number of keys with code ``≤ qc`` (``hi``) and ``< qc`` (``lo``), and the keys in code order.
+    The values (masked keys replaced by 0 with ``Where``, so an inf/NaN behind the mask cannot leak)
+    are gathered in that order behind a zero row and prefix-summed in float64 (``E[k]`` = sum of the
+    first ``k``); the query's bucket sum is ``E[hi] − E[lo]`` (two row ``Gather``s). The float64 sum
+    over the hash functions is divided by ``m`` and rounded to the value type once. No dense ``2^τ``
+    table (``τ`` may be 30) and no ``ScatterND(add)`` (ONNX Runtime's kernel adds in parallel without
+    atomics and is wrong with more than one thread).
 
 Checks
     Every contract constraint a standard op can test is tested: ranks, shapes (masks vs. ``B``/``S``,
@@ -132,9 +135,6 @@ class _Body:
         bad = self.op("Cast", self.op("Not", valid), to=TensorProto.INT64)
         count = self.op("ReduceSum", self.op("Reshape", bad, self.const([-1])), keepdims=0)  # 0 for empty inputs
         return self.op("Gather", self.const([0]), count, axis=0, name=f"{CHECK_PREFIX}{op}_{what}", hint="ok")
-
-    def equal_all(self, a: str, b: str) -> str:
-        return self.op("Equal", a, b)
 
     def in_set01(self, x: str) -> str:
         return self.op("Or", self.op("Equal", x, self.const(0, np.int32)), self.op("Equal", x, self.const(1, np.int32)))
