@@ -277,11 +277,16 @@ def test_off_export_is_refused_by_portable_runtimes(exports):
     assert not status["ort-portable"][0] and "--portable functions" in status["ort-portable"][1]
 
 
-def test_expectation_export_gets_no_functions(tmp_path):
-    ckpt = _checkpoint(tmp_path / "ckpt", "base")
-    r = export(ckpt, tmp_path / "onnx", task="base", attention="expectation", validate=False)
-    assert not onnx.load(str(r.onnx_path)).functions and r.manifest["custom_ops"] == []
-    assert portable_backend_status(r.manifest)["ort-portable"] == (True, "")
+def test_graph_without_custom_ops_gets_no_functions():
+    """An expectation-attention graph (standard ops only) is already portable: nothing is attached."""
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Relu", ["x"], ["y"])], "g", [x],
+                                   [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [2])])
+    model = onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 18)])
+    for mode in ("functions", "inline"):
+        out = attach_functions(model, mode)
+        assert not out.functions and [n.op_type for n in out.graph.node] == ["Relu"]
+    assert portable_backend_status({"custom_ops": []})["ort-portable"] == (True, "")
 
 
 def test_attach_functions_errors():
@@ -300,7 +305,7 @@ def test_attach_functions_errors():
 
 def test_portable_runner_factories_with_polygraphy(exports):
     pytest.importorskip("openvino", reason="OpenVINO (pip install openvino) is needed for the openvino backend")
-    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.comparator import Comparator, SimpleCompareFunc
 
     from yoso_deploy.validate import make_ort_runner
 
@@ -314,10 +319,11 @@ def test_portable_runner_factories_with_polygraphy(exports):
     results = Comparator.run(runners, data_loader=cases)
     names = _names(result)
     atol = {n: (0.0 if n.endswith(tuple("0123456789")) else OUTPUT_ATOL) for n in names}
-    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(atol=atol, rtol=0.0))
+    with np.errstate(divide="ignore", invalid="ignore"):  # polygraphy's relative error of exact zeros
+        accuracy = Comparator.compare_accuracy(results, compare_func=SimpleCompareFunc(atol=atol, rtol=0.0))
     assert bool(accuracy), accuracy
     with make_openvino_runner(result.onnx_path) as r:
-        meta = r.get_input_metadata()
+        meta = r.get_input_metadata(use_numpy_dtypes=False)
         assert list(meta) == [t["name"] for t in result.manifest["inputs"]]
     assert make_portable_runner("ort-portable", result.onnx_path).name == "ort-portable"
     with pytest.raises(ValueError, match="unknown portable backend"):
