@@ -10,7 +10,9 @@ head dim 64, m = 64, tau = 9; random weights), batch 1:
   openvino    OpenVINO (CPU, f32) on the inlined bodies (--portable inline)
 
 per op (FastHash, LSHCumulation alone, the shapes of one layer) and per encoder layer (a one-layer
-export, ``base`` task). The minimum over ``--repeats`` is reported, with the 1-minute load average
+export, ``base`` task). The minimum over ``--repeats`` of the wall time is reported, and of the
+process CPU time (all threads; ONNX Runtime's pool does not spin here, so it is the work done,
+which a loaded machine inflates far less than the wall time), with the 1-minute load average
 (``os.getloadavg``, what ``uptime`` prints) read before each case: the machine may be shared.
 
     python scripts/bench_portable.py --out docs/perf                # S 512 and 4096, 2 threads
@@ -40,6 +42,18 @@ def load() -> float:
     return round(os.getloadavg()[0], 2)
 
 
+def ort_options(args, library: bool):
+    """SessionOptions with ``args.threads`` intra-op threads that do not spin (CPU time = work)."""
+    import onnxruntime as ort
+
+    from yoso_deploy.runtime.session import session_options
+
+    so = session_options(args.threads) if library else ort.SessionOptions()
+    so.intra_op_num_threads = args.threads
+    so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return so
+
+
 def op_runners(args, s: int) -> dict:
     """{(op, impl): callable} for FastHash and LSHCumulation at S = s."""
     import onnxruntime as ort
@@ -48,7 +62,6 @@ def op_runners(args, s: int) -> dict:
     from yoso_deploy.export.functions import op_model
     from yoso_deploy.modeling import ops
     from yoso_deploy.runtime.portable import compile_openvino, create_portable_session
-    from yoso_deploy.runtime.session import session_options
 
     h, d, m, tau, dv = 12, 64, args.num_hash, args.hash_code_len, 64
     rng = np.random.default_rng(s)
@@ -61,12 +74,12 @@ def op_runners(args, s: int) -> dict:
     out = {}
     for op, feeds, kw in (("FastHash", fh_feeds, {"hash_dim": d, "num_hash": m}), ("LSHCumulation", lc_feeds, {})):
         lib = ort.InferenceSession(op_model(op, hash_code_len=tau, portable="off", **kw).SerializeToString(),
-                                   session_options(args.threads), providers=["CPUExecutionProvider"])
+                                   ort_options(args, True), providers=["CPUExecutionProvider"])
         out[(op, "library")] = (lambda sess=lib, f=feeds: sess.run(None, f)[0])
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "op.onnx"
             path.write_bytes(op_model(op, hash_code_len=tau, portable="functions", **kw).SerializeToString())
-            stock = create_portable_session(path, intra_op_threads=args.threads)
+            stock = create_portable_session(path, session_options=ort_options(args, False))
             out[(op, "ort-bodies")] = (lambda sess=stock, f=feeds: sess.run(None, f)[0])
             if args.openvino:
                 from yoso_deploy.runtime.portable import run_openvino
@@ -79,12 +92,12 @@ def op_runners(args, s: int) -> dict:
 
 def layer_runners(args, work: Path) -> dict:
     """{impl: callable(ids, mask)} for a one-layer yoso-4096 export."""
+    import onnxruntime as ort
     import torch
     from bench_cpu import yoso_config
     from transformers import YosoModel
 
     from yoso_deploy.export import export
-    from yoso_deploy.runtime import create_session
     from yoso_deploy.runtime.portable import compile_openvino, create_portable_session, run_openvino
 
     torch.manual_seed(0)
@@ -93,8 +106,8 @@ def layer_runners(args, work: Path) -> dict:
     t0 = time.perf_counter()
     result = export(ckpt, work / "onnx", task="base", validate=False)
     print(f"  exported one yoso-4096 layer in {time.perf_counter() - t0:.0f} s", flush=True)
-    lib = create_session(result.onnx_path, intra_op_threads=args.threads)
-    stock = create_portable_session(result.onnx_path, intra_op_threads=args.threads)
+    lib = ort.InferenceSession(str(result.onnx_path), ort_options(args, True), providers=["CPUExecutionProvider"])
+    stock = create_portable_session(result.onnx_path, session_options=ort_options(args, False))
     fns = {"library": lambda ids, mask: lib.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0],
            "ort-bodies": lambda ids, mask: stock.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})[0]}
     if args.openvino:
@@ -104,20 +117,22 @@ def layer_runners(args, work: Path) -> dict:
     return fns
 
 
-def interleaved(fns: dict, args) -> tuple[dict, dict]:
-    """min ms per name over args.repeats rounds (after one warm-up call each), and max |out - library|."""
+def interleaved(fns: dict, args) -> tuple[dict, dict, dict]:
+    """Min wall ms and min CPU ms per name over args.repeats rounds (after a warm-up call each), max |out - library|."""
     outs = {name: fn() for name, fn in fns.items()}  # warm-up, and the outputs for the sanity diff
     ref = next(v for k, v in outs.items() if "library" in (k if isinstance(k, str) else k[1]))
     diff = {name: float(np.abs(np.asarray(o, np.float64) - np.asarray(ref, np.float64)).max(initial=0.0))
             for name, o in outs.items()}
     times: dict = {name: [] for name in fns}
+    cpu: dict = {name: [] for name in fns}
     for _ in range(args.repeats):
         for name, fn in fns.items():
             time.sleep(args.settle_ms / 1000)
-            t0 = time.perf_counter()
+            c0, t0 = time.process_time(), time.perf_counter()
             fn()
             times[name].append((time.perf_counter() - t0) * 1000)
-    return {k: min(v) for k, v in times.items()}, diff
+            cpu[name].append((time.process_time() - c0) * 1000)
+    return {k: min(v) for k, v in times.items()}, {k: min(v) for k, v in cpu.items()}, diff
 
 
 def main():
@@ -153,14 +168,16 @@ def main():
     for s in args.seq_lens:
         before = load()
         fns = op_runners(args, s)
-        best, diff = {}, {}
+        best, cpu, diff = {}, {}, {}
         for op in ("FastHash", "LSHCumulation"):
-            b, d = interleaved({k: v for k, v in fns.items() if k[0] == op}, args)
+            b, c, d = interleaved({k: v for k, v in fns.items() if k[0] == op}, args)
             best.update(b)
+            cpu.update(c)
             diff.update(d)
         for (op, impl), ms in best.items():
             data["ops"].append({"op": op, "impl": impl, "seq_len": s, "min_ms": round(ms, 2),
-                                "max_abs_diff_vs_library": diff[(op, impl)], "load_before": before, "load_after": load()})
+                                "cpu_ms": round(cpu[(op, impl)], 2), "max_abs_diff_vs_library": diff[(op, impl)],
+                                "load_before": before, "load_after": load()})
         print(f"  [ops] S {s}: " + "  ".join(f"{op}/{impl}={ms:.1f}" for (op, impl), ms in best.items())
               + f" ms (load {before} -> {load()})", flush=True)
     if args.layer:
@@ -171,11 +188,11 @@ def main():
                 ids = rng.integers(3, 1000, size=(1, s), dtype=np.int64)
                 mask = np.ones((1, s), np.int64)
                 before = load()
-                best, diff = interleaved({k: (lambda fn=fn: fn(ids, mask)) for k, fn in fns.items()}, args)
+                best, cpu, diff = interleaved({k: (lambda fn=fn: fn(ids, mask)) for k, fn in fns.items()}, args)
                 for impl, ms in best.items():
                     data["layer"].append({"impl": impl, "seq_len": s, "min_ms": round(ms, 1),
-                                          "max_abs_diff_vs_library": diff[impl], "load_before": before,
-                                          "load_after": load()})
+                                          "cpu_ms": round(cpu[impl], 1), "max_abs_diff_vs_library": diff[impl],
+                                          "load_before": before, "load_after": load()})
                 print(f"  [layer] S {s}: " + "  ".join(f"{k}={v:.0f}" for k, v in best.items())
                       + f" ms (load {before} -> {load()})", flush=True)
     data["seconds"] = round(time.perf_counter() - t_start)
@@ -183,20 +200,21 @@ def main():
 
 
 def _table(rows, key_cols, seqs) -> list[str]:
-    lines = [f"| {' | '.join(key_cols)} | " + " | ".join(f"S {s} ms" for s in seqs) + " | "
-             + " | ".join(f"S {s} ×library" for s in seqs) + " | load (1 min) |",
-             "|" + "---|" * (len(key_cols) + 2 * len(seqs) + 1)]
+    """One row per implementation: wall and CPU ms per S, and the CPU-time ratio to the library."""
+    cols = [f"S {s} wall ms" for s in seqs] + [f"S {s} CPU ms" for s in seqs] + [f"S {s} ×library (CPU)" for s in seqs]
+    lines = [f"| {' | '.join(key_cols)} | " + " | ".join(cols) + " | load (1 min) |",
+             "|" + "---|" * len(key_cols) + "---:|" * len(cols) + "---|"]
     groups: dict = {}
     for r in rows:
         groups.setdefault(tuple(r[c] for c in key_cols), {})[r["seq_len"]] = r
-    lib = {(k[:-1], s): v[s]["min_ms"] for k, v in groups.items() for s in v if k[-1] == "library"}
+    lib = {(k[:-1], s): v[s]["cpu_ms"] for k, v in groups.items() for s in v if k[-1] == "library"}
     for key, per in groups.items():
-        ms = [f"{per[s]['min_ms']:.1f}" if s in per else "–" for s in seqs]
-        ratio = [f"{per[s]['min_ms'] / lib[(key[:-1], s)]:.0f}×" if s in per and (key[:-1], s) in lib else "–"
+        wall = [f"{per[s]['min_ms']:.1f}" if s in per else "–" for s in seqs]
+        cpu = [f"{per[s]['cpu_ms']:.1f}" if s in per else "–" for s in seqs]
+        ratio = [f"{per[s]['cpu_ms'] / lib[(key[:-1], s)]:.0f}×" if s in per and (key[:-1], s) in lib else "–"
                  for s in seqs]
         loads = ", ".join(f"{per[s]['load_before']:.1f}" for s in seqs if s in per)
-        lines.append(f"| {' | '.join(str(k) for k in key)} | " + " | ".join(ms) + " | " + " | ".join(ratio)
-                     + f" | {loads} |")
+        lines.append(f"| {' | '.join(str(k) for k in key)} | " + " | ".join(wall + cpu + ratio) + f" | {loads} |")
     return lines
 
 
@@ -210,8 +228,9 @@ def report(data: dict, out: Path):
              f"Measured {m['date']}: {m['cpu']}, {m['cores']} cores (shared), {data['threads']} threads, "
              f"onnxruntime {m['onnxruntime']}, OpenVINO {m.get('openvino', '–')}, torch {m['torch']}; yoso-4096 "
              f"sizes (12 heads, head dim 64, m = {data['num_hash']}, τ = {data['hash_code_len']}), batch 1, "
-             f"minimum of {data['repeats']} interleaved rounds. `load` is the 1-minute load average before the case "
-             "(2 cores: above 2 means other work was competing).", "",
+             f"minimum of {data['repeats']} interleaved rounds. Wall = latency; CPU = process CPU time of the call "
+             "(all threads, ORT pools not spinning): the work, which competing load inflates far less. `load` is "
+             "the 1-minute load average before the case (2 cores: above 2 means other work was competing).", "",
              "## Per op", ""]
     lines += _table(data["ops"], ["op", "impl"], seqs)
     if data["layer"]:
