@@ -122,6 +122,18 @@ def test_stock_onnxruntime_runs_export_and_matches_library(exports, task):
         assert_match(want, got, f"{task} {shape} stock ORT vs library")
 
 
+@pytest.mark.parametrize("cfg", [
+    dict(num_hash=4),  # m < codes per part (32 // 5 = 6): one part, two codes of it unused
+    dict(hidden_size=96, num_attention_heads=2, num_hash=20, hash_code_len=8),  # head dim 48 -> D 64; 3 parts
+], ids=["m-lt-per-part", "D64-m-gt-per-part"])
+def test_stock_onnxruntime_matches_library_configs(exports, cfg):
+    result = exports("qa", **cfg)
+    stock = create_portable_session(result.onnx_path, intra_op_threads=2)
+    lib = create_session(result.onnx_path, intra_op_threads=2)
+    for shape, want, got in run_both(result, lib.run, stock.run, shapes=[(2, 13), (3, 40)]):
+        assert_match(want, got, f"{cfg} {shape} stock ORT vs library")
+
+
 def _profiled_ops(sess) -> tuple[set[str], set[str]]:
     path = sess.end_profiling()
     events = json.loads(open(path).read())
