@@ -5,6 +5,8 @@ a wrong bit and a wrong kernel would modify them; the end-to-end cases (a yoso-4
 S = 4096, corrupted exports) are in tests/test_validate.py.
 """
 
+import json
+
 import numpy as np
 import onnx
 import pytest
@@ -182,6 +184,12 @@ def test_probes_of_an_export(small):
     assert np.abs(values[probes.hidden_states[-1]] - hidden[-1]).max() < 1e-4
     # Without torch.onnx's scope metadata the layer outputs cannot be located: said, not guessed.
     m = onnx.load(str(onnx_path))
+    assert any(p.key == "yoso.probes" for p in m.metadata_props)  # the exporter's record ...
+    recorded = parity.find_probes(m)
+    keep = [p for p in m.metadata_props if p.key != "yoso.probes"]
+    del m.metadata_props[:]
+    m.metadata_props.extend(keep)
+    assert parity.find_probes(m) == recorded  # ... says what the graph's structure says
     for n in m.graph.node:
         del n.metadata_props[:]
     stripped = parity.find_probes(m)
@@ -203,3 +211,19 @@ def test_report_json_has_one_entry_per_case(small):
     assert case["backend"] == "ort-cpu" and case["case"] == "2x40"
     assert len(case["codes"]) == 4 and all(c["codes"]["compared"] > 0 for c in case["codes"])
     assert "layer 0 query" in rep.table() and "identical / compared" in rep.table()
+
+
+def test_inline_export_is_judged_through_the_recorded_probes(tmp_path):
+    """--portable inline leaves no com.yoso node; the exporter's probe record still finds every value."""
+    torch.manual_seed(6)
+    YosoForQuestionAnswering(small_config()).save_pretrained(tmp_path / "ckpt")
+    res = export(tmp_path / "ckpt", tmp_path / "out", task="qa", portable="inline", check_shapes=((2, 24),))
+    assert res.ok and not [n for n in onnx.load(str(res.onnx_path)).graph.node if n.domain == "com.yoso"]
+    assert sum(c.kind == "codes" for c in res.parity.comparisons) == 2 * small_config().num_hidden_layers
+    m = onnx.load(str(res.onnx_path))
+    rec = next(p for p in m.metadata_props if p.key == "yoso.probes")
+    data = json.loads(rec.value)
+    data["layers"][0]["query_codes"] = "no_such_value"
+    rec.value = json.dumps(data)
+    with pytest.raises(parity.ProbeError, match="names values the graph does not have"):
+        parity.find_probes(m)

@@ -151,3 +151,16 @@ def test_bench_cli(qa_export, tmp_path):
     assert "p50 ms" in r.output and (tmp_path / "latency.png").is_file()
     r = CliRunner().invoke(main, ["bench", "--model", str(qa_export / "good"), "--batch", "0"])
     assert r.exit_code == 2 and "positive integers" in r.output
+
+
+def test_validate_portable_backends(qa_export, tmp_path):
+    """Stock ONNX Runtime (the export's function bodies) and OpenVINO, judged like the library."""
+    pytest.importorskip("openvino", reason="OpenVINO (pip install openvino) runs the openvino backend")
+    res = validate.compare(qa_export / "good", backends=["torch", "ort-portable", "openvino"], batches=[2],
+                           seq_lens=[33])
+    assert res.passed, res.table()
+    assert {c.backend for c in res.results} == {"ort-portable", "openvino"}
+    assert all(c.codes.kernel_mismatches == 0 for c in res.results if c.kind == "codes")
+    export(qa_export / "ckpt", tmp_path / "off", task="qa", portable="off", validate=False)
+    with pytest.raises(validate.ValidationError, match="ort-portable: the export has no function bodies"):
+        validate.compare(tmp_path / "off", backends=["torch", "ort-portable"], batches=[1], seq_lens=[8])

@@ -86,9 +86,12 @@ TASK_HELP = (
                    "networks, ORT CUDA); hashing stays fp32 inside FastHash.")
 @click.option("--debug-codes", is_flag=True, help="Also output every layer's hash codes (for parity debugging).")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
+@click.option("--portable", type=click.Choice(["functions", "off", "inline"]), default="functions", show_default=True,
+              help="functions: the com.yoso ops also carry standard-ONNX bodies (any ONNX runtime runs the model; "
+                   "ours runs the library); off: no bodies; inline: bodies expanded, no com.yoso node (OpenVINO).")
 @click.option("--verbose", is_flag=True, help="Show the exporter's log.")
 def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, check_shapes, dtype, debug_codes,
-               no_validate, verbose):
+               no_validate, portable, verbose):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -105,7 +108,7 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, chec
         result = export(model_dir, output, task=task, attention=attention,
                         opset=DEFAULT_OPSET if opset is None else opset, seed=seed, check_shapes=shapes,
                         debug_codes=debug_codes, validate=not no_validate, atol=atol, rtol=rtol, dtype=dtype,
-                        verbose=verbose)
+                        portable=portable, verbose=verbose)
     except ParityError as e:
         _print_check(e.result)
         raise
@@ -336,7 +339,8 @@ def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_sha
 @click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
               help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
 @click.option("--backends", default="torch,ort-cpu,ort-cuda,trt", show_default=True,
-              help="Comma-separated backends; torch is the reference. Unavailable ones are listed with the reason.")
+              help="Comma-separated backends; torch is the reference. Also ort-portable (stock ONNX Runtime, the "
+                   "export's function bodies) and openvino. Unavailable ones are listed with the reason.")
 @click.option("--batch", "batches", default="1,4", show_default=True, help="Batch sizes (comma-separated).")
 @click.option("--seq-len", "seq_lens", default="16,128", show_default=True, help="Sequence lengths (comma-separated).")
 @click.option("--atol", multiple=True,

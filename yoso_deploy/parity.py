@@ -37,14 +37,13 @@ One comparison record (:class:`Comparison`) and one renderer serve the post-expo
 
 from __future__ import annotations
 
-import ast
 import math
-import re
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import onnx
 
+from .export.probes import GraphProbes, LayerProbe, ProbeError, find_probes, instrument  # noqa: F401 (re-exports)
 from .export.spec import IOSpec
 from .export.wrapper import ExportWrapper, attention_modules, to_numpy, torch_outputs  # noqa: F401 (re-exports)
 
@@ -52,7 +51,6 @@ DEFAULT_ATOL = 1e-4
 DEFAULT_RTOL = 1e-3
 DEFAULT_HIDDEN_RTOL = 1e-4
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float16": 2.0**-11}
-_OP_DOMAIN = "com.yoso"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -76,10 +74,6 @@ class ToleranceExceeded(ParityFailure):
 
 class CodeMismatch(ParityFailure):
     kind = "codes"
-
-
-class ProbeError(RuntimeError):
-    """The ONNX graph lacks the structure the parity check needs (no FastHash feeding LSHCumulation...)."""
 
 
 @dataclass(frozen=True)
@@ -322,154 +316,6 @@ def compare_tensor(backend: str, case: str, kind: str, name: str, reference: np.
     if problems:
         c.error = ToleranceExceeded(f"{name}: " + "; ".join(problems))
     return c
-
-
-# ------------------------------------------------------------------------------------------------
-# Graph probes (onnx only)
-# ------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LayerProbe:
-    """The FastHash nodes of one encoder layer: their inputs (x) and outputs (codes), by value name."""
-
-    layer: int
-    query_codes: str
-    key_codes: str
-    query_input: str
-    key_input: str
-    value: str  # LSHCumulation's value input [B, H, S, d]
-    context: str  # LSHCumulation's output [B, H, S, d]
-
-
-@dataclass
-class GraphProbes:
-    layers: list[LayerProbe]
-    hidden_states: list[str]  # value names: embeddings output, then each encoder layer's output (as HF hidden_states)
-    hidden_note: str = ""  # why hidden states could not be located, if they could not
-
-    def names(self) -> list[str]:
-        out = []
-        for p in self.layers:
-            out += [p.query_codes, p.key_codes, p.query_input, p.key_input, p.value, p.context]
-        return out + list(self.hidden_states)
-
-
-_LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)$")
-
-
-def _module_scopes(node) -> list[str]:
-    """Module paths of a node from torch.onnx's ``pkg.torch.onnx.name_scopes`` metadata (outermost first)."""
-    for p in node.metadata_props:
-        if p.key == "pkg.torch.onnx.name_scopes":
-            try:
-                scopes = ast.literal_eval(p.value)
-            except (ValueError, SyntaxError):
-                return []
-            return [s for s in scopes[:-1] if isinstance(s, str) and s]  # the last entry is the node's own name
-    return []
-
-
-def find_probes(model: onnx.ModelProto) -> GraphProbes:
-    """Locate every layer's FastHash nodes (by the LSHCumulation they feed) and every layer's output.
-
-    Layers are ordered by their ``encoder.layer.N`` module scope when the graph has torch.onnx's scope
-    metadata, else by graph order. Raises :class:`ProbeError` if an LSHCumulation is not fed by FastHash.
-    """
-    g = model.graph
-    producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-
-    layers = []
-    for pos, n in enumerate(x for x in g.node if x.domain == _OP_DOMAIN and x.op_type == "LSHCumulation"):
-        fh = []
-        for slot in (0, 1):
-            p = producer.get(n.input[slot])
-            if p is None or p.op_type != "FastHash" or p.domain != _OP_DOMAIN:
-                raise ProbeError(f"LSHCumulation node {n.name!r} input {slot} is not produced by a com.yoso FastHash node")
-            fh.append(p)
-        index = pos
-        for s in _module_scopes(n):
-            m = _LAYER_RE.search(s)
-            if m:
-                index = int(m.group(1))
-        layers.append(LayerProbe(index, fh[0].output[0], fh[1].output[0], fh[0].input[0], fh[1].input[0],
-                                 n.input[4], n.output[0]))
-    layers.sort(key=lambda p: p.layer)
-
-    # Hidden states: the float value each module (embeddings, encoder.layer.N) hands to the rest of the graph.
-    order = {id(n): i for i, n in enumerate(g.node)}
-    scope_of = {id(n): _module_scopes(n) for n in g.node}
-    graph_outputs = {o.name for o in g.output}
-    modules: dict[str, list] = {}
-    for n in g.node:
-        for s in scope_of[id(n)]:
-            if s.endswith(".embeddings") or _LAYER_RE.search(s):
-                modules.setdefault(s, []).append(n)
-    if not modules:
-        return GraphProbes(layers, [], "the graph carries no module scopes (pkg.torch.onnx.name_scopes); "
-                                       "re-export with this version of yoso-deploy to compare hidden states")
-    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
-    types = _value_types(model)
-
-    def module_output(scope: str) -> str | None:
-        inside = {id(n) for n in modules.get(scope, [])}
-        best = None
-        for n in modules.get(scope, []):
-            for o in n.output:
-                leaves = o in graph_outputs or any(id(c) not in inside for c in consumers.get(o, []))
-                if leaves and types.get(o, onnx.TensorProto.FLOAT) in float_types:
-                    if best is None or order[id(n)] > order[id(best[0])]:
-                        best = (n, o)
-        return None if best is None else best[1]
-
-    emb = [s for s in modules if s.endswith(".embeddings")]
-    enc = sorted((int(_LAYER_RE.search(s).group(1)), s) for s in modules if _LAYER_RE.search(s))
-    hidden = [module_output(emb[0])] if emb else [None]
-    hidden += [module_output(s) for _, s in enc]
-    if None in hidden or len(hidden) < 2:
-        return GraphProbes(layers, [], "could not locate every encoder layer's output in the graph")
-    return GraphProbes(layers, hidden)
-
-
-def _value_types(model: onnx.ModelProto) -> dict[str, int]:
-    out = {}
-    for vi in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        if vi.type.HasField("tensor_type"):
-            out[vi.name] = vi.type.tensor_type.elem_type
-    for init in model.graph.initializer:
-        out[init.name] = init.data_type
-    return out
-
-
-def instrument(model: onnx.ModelProto, probes: GraphProbes) -> onnx.ModelProto:
-    """A copy of ``model`` whose graph also outputs every probed value (types from shape inference)."""
-    from .export.schemas import register_schemas
-
-    register_schemas()
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    existing = {o.name for o in m.graph.output}
-    wanted = [n for n in dict.fromkeys(probes.names()) if n not in existing]
-    if not wanted:
-        return m
-    typed = {vi.name: vi for vi in m.graph.value_info}
-    if any(n not in typed for n in wanted):
-        try:
-            inferred = onnx.shape_inference.infer_shapes(m)
-            typed = {vi.name: vi for vi in inferred.graph.value_info}
-        except Exception:  # noqa: BLE001 - fall back to the types we know
-            pass
-    for name in wanted:
-        vi = typed.get(name)
-        if vi is not None:
-            m.graph.output.append(vi)
-        else:
-            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
-    return m
 
 
 # ------------------------------------------------------------------------------------------------

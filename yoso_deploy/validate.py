@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import tempfile
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,10 @@ from .export.exporter import check_usable, source_model_dir
 from .export.spec import IOSpec, TensorSpec, make_inputs
 from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
 
-BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")
+from .backends_portable import PORTABLE_BACKENDS, make_portable_runner, portable_backend_status
+
+BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt") + PORTABLE_BACKENDS
+DEFAULT_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")  # the portable ones are opt-in (their bodies are slow)
 
 
 class ValidationError(RuntimeError):
@@ -104,6 +108,8 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
         out["trt"] = Backend("trt", False, f"no engine {engine}; build one with 'yoso-deploy build-engine --model {model_dir}'")
     else:
         out["trt"] = Backend("trt", True)
+    for name, (ok, why) in portable_backend_status(manifest).items():
+        out[name] = Backend(name, ok, why)
     return out
 
 
@@ -220,7 +226,8 @@ def compare(
 ) -> ValidationResult:
     """Run the export on every requested, available backend and judge each against the PyTorch reference.
 
-    ``backends`` defaults to all; ``torch`` (the reference) must be available (``reference``: its
+    ``backends`` defaults to :data:`DEFAULT_BACKENDS` (``ort-portable`` and ``openvino``, the export's
+    standard-ONNX function bodies in stock ONNX Runtime and OpenVINO, are opt-in); ``torch`` (the reference) must be available (``reference``: its
     checkpoint, default the export's ``source_model``). ``atol``/``rtol``: a float or ``{output: float}``
     (key ``"*"`` = default; ``"hidden_states"`` applies to layer tensors). See :mod:`yoso_deploy.parity`.
     """
@@ -230,7 +237,7 @@ def compare(
     manifest = load_manifest(model_dir)
     check_usable(manifest, model_dir, allow_failed_export)
     spec = manifest_spec(manifest)
-    requested = list(backends or BACKENDS)
+    requested = list(backends or DEFAULT_BACKENDS)
     unknown = [b for b in requested if b not in BACKENDS]
     if unknown:
         raise ValidationError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
@@ -266,9 +273,15 @@ def compare(
     lsh = manifest.get("attention") == "lsh"
     onnx_bytes = proto.SerializeToString()
     del proto
+    scratch = tempfile.TemporaryDirectory(prefix="yoso-validate-")
+    instrumented_path = Path(scratch.name) / "instrumented.onnx"
+    if any(b in PORTABLE_BACKENDS for b in others):  # these runtimes take a file
+        instrumented_path.write_bytes(onnx_bytes)
     runners = []
     for b in others:
-        if b == "ort-cpu":
+        if b in PORTABLE_BACKENDS:
+            runners.append(make_portable_runner(b, instrumented_path, intra_op_threads))
+        elif b == "ort-cpu":
             runners.append(make_ort_runner(onnx_bytes, "cpu", "ort-cpu", intra_op_threads))
         elif b == "ort-cuda":
             runners.append(make_ort_runner(onnx_bytes, "cuda", "ort-cuda", intra_op_threads))
@@ -284,6 +297,7 @@ def compare(
         run_results = Comparator.run(runners, data_loader=cases)
     finally:
         G_LOGGER.module_severity = severity
+        scratch.cleanup()
     del onnx_bytes
 
     model = load_model(_torch_reference_dir(manifest, reference, model_dir), task=manifest["task"],

@@ -31,8 +31,10 @@ import torch
 from .. import __version__
 from ..modeling import ATTENTION_MODES, canonical_task, load_model
 from ..modeling.ops import OP_DOMAIN, OP_VERSION
+from .functions import DEFAULT_PORTABLE, PORTABLE_MODES, attach_functions, portable_manifest
 from .names import restore_parameter_names
 from .opset import downgrade_opset, model_opset
+from .probes import find_probes, record_probes
 from .schemas import register_schemas
 from .spec import IOSpec, io_spec, make_inputs
 from .wrapper import ExportWrapper
@@ -323,6 +325,7 @@ def export(
     dtype: str = "fp32",
     rtol: float = 1e-3,
     tolerances=None,
+    portable: str = DEFAULT_PORTABLE,
 ) -> ExportResult:
     """Export a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
@@ -332,7 +335,8 @@ def export(
     default :func:`default_check_shapes`) and judged against the PyTorch reference by
     :mod:`yoso_deploy.parity` (tie-aware for LSH, layer by layer). The manifest records the verdict
     (``parity``); on failure :class:`ParityError` is raised, the files are kept and the manifest says
-    ``failed`` so that other commands refuse the export.
+    ``failed`` so that other commands refuse the export. ``portable`` (``functions``, ``off``,
+    ``inline``): standard-ONNX bodies of the custom ops, see :mod:`yoso_deploy.export.functions`.
     """
     if task is not None:
         task = canonical_task(task)
@@ -341,6 +345,8 @@ def export(
     if attention not in ATTENTION_MODES:
         raise ExportError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
     opset = _check_opset(opset)
+    if portable not in PORTABLE_MODES:
+        raise ExportError(f"unknown portable mode {portable!r}; choose one of {', '.join(PORTABLE_MODES)}")
     src = Path(model) if model is not None else default_model_dir()
     out = _prepare_output_dir(Path(output))
     register_schemas()
@@ -417,6 +423,10 @@ def export(
     if got != opset:
         raise ExportError(f"the exporter produced opset {got}, not the requested {opset} (torch {torch.__version__}, "
                           f"onnxscript {onnxscript.__version__}); use --opset {DEFAULT_OPSET} (the default)")
+    # The values parity checks observe, named before inlining (--portable inline) removes the com.yoso nodes.
+    record_probes(model_proto, find_probes(model_proto))
+    model_proto = attach_functions(model_proto, portable)
+    manifest.update(portable_manifest(portable, model_proto))
     onnx.save(model_proto, str(tmp_path))
     try:
         _check(tmp_path)
