@@ -29,6 +29,7 @@ import onnxscript
 import torch
 
 from .. import __version__
+from ..manifest import MANIFEST, load_manifest  # noqa: F401 - load_manifest re-exported
 from ..modeling import ATTENTION_MODES, canonical_task, load_model
 from ..modeling.ops import OP_DOMAIN, OP_VERSION
 from ..parity import COMPARISON_HEADERS, Comparison, ExportWrapper, compare_outputs, format_table, torch_outputs
@@ -38,7 +39,6 @@ from .spec import IOSpec, io_spec, make_inputs
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
-MANIFEST = "yoso_export.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -97,27 +97,6 @@ class ExportResult:
 
     def parity_table(self) -> str:
         return format_table(COMPARISON_HEADERS, [c.row() for c in self.parity])
-
-
-def load_manifest(model_dir: str | Path) -> dict:
-    """Read and sanity-check ``yoso_export.json`` of an export directory (clear errors naming the fix)."""
-    model_dir = Path(model_dir)
-    path = model_dir / MANIFEST
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"export directory {str(model_dir)!r} does not exist; run 'yoso-deploy export' first")
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
-    fix = f"re-export the model with 'yoso-deploy export --output {model_dir}'"
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is corrupt (not valid JSON: {e}); {fix}") from e
-    required = ("task", "attention", "inputs", "outputs", "max_sequence_length")
-    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
-    if missing or manifest.get("format", "yoso-deploy-export") != "yoso-deploy-export":
-        what = f"lacks {', '.join(missing)}" if missing else f"has format {manifest.get('format')!r}"
-        raise ValueError(f"{str(path)!r} is not a yoso-deploy export manifest (it {what}); {fix}")
-    return manifest
 
 
 def default_model_dir() -> Path:
