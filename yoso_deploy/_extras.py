@@ -33,9 +33,13 @@ class MissingExtraError(ImportError):
 
 
 def missing_extra(exc: BaseException, feature: str | None = None) -> MissingExtraError | None:
-    """A :class:`MissingExtraError` for ``exc`` if it is an ImportError of an extra's module, else None."""
+    """A :class:`MissingExtraError` for ``exc`` if it is (or was raised ``from``) an ImportError of an
+    extra's module, else None."""
     if isinstance(exc, MissingExtraError):
         return exc
+    seen = 0
+    while not isinstance(exc, ImportError) and exc is not None and seen < 8:  # an error raised `from` one
+        exc, seen = exc.__cause__, seen + 1
     if not isinstance(exc, ImportError):
         return None
     top = (getattr(exc, "name", None) or "").split(".")[0]

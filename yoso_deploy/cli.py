@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import tasks as _tasks
 
 
 class DebuggableGroup(click.Group):
@@ -76,9 +77,8 @@ def main(ctx, debug):
     _quiet_transformers()
 
 
-TASK_HELP = (
-    "Model head: base, mlm, sequence-classification, multiple-choice, token-classification or qa "
-    "(aliases such as question-answering, fill-mask, text-classification are accepted)."
+TASK_HELP = (  # from the task registry
+    f"Model head: {', '.join(_tasks.TASKS)} (aliases: {', '.join(sorted(_tasks.ALIASES))})."
 )
 
 
