@@ -223,3 +223,11 @@ def test_pipeline_call_returns_transformers_style_dicts(qa_dir):
     assert isinstance(three, list) and len(three) == 3 and three[0] == one
     with pytest.raises(TypeError, match="has no option pooling"):
         pipe(question="q", context="c", pooling="mean")
+
+
+def test_default_doc_stride_fits_short_windows(qa_dir):
+    assert QuestionAnsweringPipeline.from_pretrained(qa_dir).doc_stride == 128
+    short = QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=32)
+    assert short.doc_stride == 8 and short.answer("Where did Ada move?", CONTEXT)[0].answer
+    with pytest.raises(ValueError, match=r"doc_stride must be in \[0, 16\) for windows of 32 tokens, got 20"):
+        QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=32, doc_stride=20)

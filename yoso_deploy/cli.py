@@ -540,7 +540,8 @@ def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, second
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="How many answers to print.")
 @click.option("--max-answer-len", type=click.IntRange(min=1), default=30, show_default=True, help="Longest answer in tokens.")
 @click.option("--max-seq-len", type=click.IntRange(min=8), default=None, help="Window length in tokens (default: the model's maximum).")
-@click.option("--doc-stride", type=click.IntRange(min=0), default=128, show_default=True, help="Token overlap between windows.")
+@click.option("--doc-stride", type=click.IntRange(min=0), default=None,
+              help="Token overlap between windows (default: 128, at most a quarter of the window).")
 @click.option("--handle-impossible-answer", is_flag=True, help="Allow the empty answer (the context may not hold one).")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Execution provider; a missing provider is an error, not a fallback.")

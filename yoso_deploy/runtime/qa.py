@@ -62,12 +62,17 @@ class QuestionAnsweringPipeline(Pipeline):
                  doc_stride: int | None = None, batch_size: int = 8, **defaults):
         if doc_stride is not None:
             defaults["doc_stride"] = doc_stride
+        explicit = "doc_stride" in defaults
         super().__init__(model, tokenizer, batch_size=batch_size, **defaults)
         self.max_seq_len = min(int(max_seq_len or model.max_sequence_length), model.max_sequence_length)
         stride = int(self.defaults["doc_stride"])
+        if not explicit:  # the default (128) shrinks for short windows: at most a quarter of the window
+            stride = min(stride, self.max_seq_len // 4)
         if stride < 0 or stride >= self.max_seq_len // 2:
-            raise ValueError(f"doc_stride must be in [0, {self.max_seq_len // 2}), got {stride}")
+            raise ValueError(f"doc_stride must be in [0, {self.max_seq_len // 2}) for windows of {self.max_seq_len} "
+                             f"tokens, got {stride}; lower --doc-stride or raise --max-seq-len")
         self.doc_stride = stride
+        self.defaults["doc_stride"] = stride
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, provider: str = "cpu", max_seq_len: int | None = None,
