@@ -74,3 +74,12 @@ def test_bench_times_the_runtime_path(task_exports, monkeypatch):
     assert len(res.cases) == 4 and all(c.iterations == 3 for c in res.cases)
     assert sorted(set(calls)) == [(1, 8), (1, 16), (2, 8), (2, 16)] and len(calls) == 4 * (2 + 3)
     assert res.machine["torch"]  # reported from the installed metadata, torch not imported for it
+
+
+def test_run_long_inline_json(task_exports, tmp_path):
+    ids = [0] + [5] * 300 + [2]  # longer than a file name may be
+    r = _run("--model", str(task_exports["qa"]), "--input", json.dumps({"input_ids": [ids]}))
+    assert "start_logits [1, 302]" in r.stdout
+    f = tmp_path / "in.json"
+    f.write_text(json.dumps({"input_ids": ids}))
+    assert "start_logits [1, 302]" in _run("--model", str(task_exports["qa"]), "--input", str(f)).stdout

@@ -129,10 +129,16 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, dtype, deb
 def _feeds_from_json(manifest: dict, source: str) -> dict:
     """``--input``: a JSON file or inline JSON object, input name -> nested lists. A missing batch axis is
     added; everything else is checked by the runtime (:func:`yoso_deploy.runtime.models.prepare_inputs`)."""
-    import numpy as np
+    from .runtime.models import as_input_array
 
-    path = Path(os.path.expanduser(source))
-    text = path.read_text() if path.is_file() else source
+    text = source
+    if not source.lstrip().startswith(("{", "[")):  # a file path (inline JSON can be longer than a file name may be)
+        path = Path(os.path.expanduser(source))
+        try:
+            if path.is_file():
+                text = path.read_text()
+        except OSError:
+            pass
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -146,9 +152,7 @@ def _feeds_from_json(manifest: dict, source: str) -> dict:
     rank = len(manifest["inputs"][0]["dims"])
     feeds = {}
     for name, value in data.items():
-        from .runtime.models import _as_array
-
-        arr = _as_array(f"--input {name!r}", value)
+        arr = as_input_array(f"--input {name!r}", value)
         feeds[name] = arr[None] if arr.ndim == rank - 1 else arr
     return feeds
 

@@ -63,7 +63,8 @@ class ModelOutput:
         return self.values.items()
 
 
-def _as_array(name: str, value) -> np.ndarray:
+def as_input_array(name: str, value) -> np.ndarray:
+    """``value`` (array, nested lists, tensor) as a numpy array; ragged or non-numeric -> :class:`InputError`."""
     if isinstance(value, np.ndarray):
         arr = value
     else:
@@ -93,7 +94,7 @@ def prepare_inputs(inputs: dict, manifest: dict, config: dict | None = None) -> 
         raise InputError(f"unknown input(s) {', '.join(sorted(unknown))}; the model takes {', '.join(specs)}")
     if inputs.get("input_ids") is None:
         raise InputError(f"missing input 'input_ids'; the model takes {', '.join(specs)}")
-    arrays = {k: _as_array(k, v) for k, v in inputs.items() if v is not None}
+    arrays = {k: as_input_array(k, v) for k, v in inputs.items() if v is not None}
     ids = arrays["input_ids"]
     dims = specs["input_ids"]["dims"]
     if ids.ndim != len(dims):
