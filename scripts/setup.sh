@@ -6,13 +6,15 @@
 #   PYTHON          interpreter for the venv  (default: python3, >= 3.10)
 #   YOSO_TORCH      torch requirement         (default: torch==2.13.0, the CPU build on this machine's disk;
 #                                              elsewhere e.g. "torch --index-url https://download.pytorch.org/whl/cpu")
-#   YOSO_EXTRAS     package extras            (default: test)
+#   YOSO_EXTRAS     package extras            (default: all,test -- what the README's commands and the tests
+#                                              need; "" installs the bare runtime: onnxruntime, numpy,
+#                                              tokenizers, click)
 #   ONNXRUNTIME_ROOT  ONNX Runtime install with include/ (else system headers, else Debian's, fetched)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${YOSO_VENV:-$root/.venv}"
 python="${PYTHON:-python3}"
-extras="${YOSO_EXTRAS:-test}"
+extras="${YOSO_EXTRAS-all,test}"
 
 "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || { echo "setup: Python >= 3.10 required ($python is $("$python" -V 2>&1))" >&2; exit 1; }
@@ -22,11 +24,19 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 "${pip[@]}" install -q --upgrade pip
-if ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
+if [[ ",$extras," == *",all,"* || ",$extras," == *",export,"* ]] && ! "$venv/bin/python" -c 'import torch' 2>/dev/null; then
   echo "setup: installing ${YOSO_TORCH:-torch==2.13.0}"
   # shellcheck disable=SC2086 # YOSO_TORCH may carry pip options
   "${pip[@]}" install -q ${YOSO_TORCH:-torch==2.13.0}
 fi
-echo "setup: building and installing yoso-deploy[$extras] (compiles libyoso_ort.so)"
-"${pip[@]}" install -q "$root[$extras]"
+# Build the wheel once (compiles libyoso_ort.so; CMake's build tree in build/ is reused), then install it:
+# the same wheel serves the bare-install check (tests/test_bare_install.py) without a second compile.
+wheel_dir="$root/build/wheel"
+echo "setup: building the yoso-deploy wheel (compiles libyoso_ort.so)"
+rm -rf "$wheel_dir"
+"${pip[@]}" wheel -q --no-deps -w "$wheel_dir" "$root"
+wheel="$(ls "$wheel_dir"/yoso_deploy-*.whl)"
+echo "setup: installing yoso-deploy${extras:+[$extras]}"
+"${pip[@]}" install -q --force-reinstall --no-deps "$wheel"
+"${pip[@]}" install -q "$wheel${extras:+[$extras]}"
 "$venv/bin/python" -c 'import yoso_deploy as y; print("setup: yoso-deploy", y.__version__, "with", y.ort_library_path())'

@@ -56,3 +56,48 @@ def yoso4096_export(tmp_path_factory):
     YosoForQuestionAnswering(yoso4096_config()).save_pretrained(base / "ckpt")
     export(base / "ckpt", base / "export", task="qa", validate=False)
     return base / "export"
+
+
+REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
+TOKENIZER_VOCAB = 572  # the embedded model's WordPiece tokenizer (model/tokenizer.json)
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+CLS_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
+
+
+def tiny_checkpoint(path, task: str, seed: int = 0, **config):
+    """A random tiny checkpoint of ``task`` with the embedded model's tokenizer files (so pipelines and
+    transformers' AutoTokenizer work). Classification heads get named labels; their weights are scaled
+    up so predictions differ from token to token (and ties are unlikely)."""
+    import shutil
+
+    from yoso_deploy.modeling import TASK_CLASSES
+
+    labels = NER_LABELS if task == "token-classification" else CLS_LABELS
+    args = dict(vocab_size=TOKENIZER_VOCAB, num_labels=len(labels), id2label=labels,
+                label2id={v: k for k, v in labels.items()})
+    args.update(config)
+    cfg = small_config(**args)
+    torch.manual_seed(seed)
+    model = TASK_CLASSES[task](cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.startswith(("classifier", "qa_outputs")) and p.dim() == 2:
+                p.mul_(20.0)
+    model.save_pretrained(str(path))
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(REPO / "model" / f, path / f)
+    return path
+
+
+@pytest.fixture(scope="session")
+def task_exports(tmp_path_factory):
+    """Every task: a tiny checkpoint and its export (no parity check: tests/test_export.py covers it)."""
+    from yoso_deploy import tasks
+    from yoso_deploy.export import export
+
+    root = tmp_path_factory.mktemp("task-exports")
+    out = {}
+    for i, task in enumerate(tasks.TASKS):
+        ckpt = tiny_checkpoint(root / f"ckpt-{task}", task, seed=i)
+        out[task] = export(ckpt, root / task, task=task, validate=False).output_dir
+    return out

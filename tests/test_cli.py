@@ -46,7 +46,13 @@ def test_run_text_and_json(default_export, tmp_path):
     r = CliRunner().invoke(main, ["run", "--model", str(out), "--text", "Where did Ada move?",
                                   "--text-pair", "Ada moved to Oslo in 1999."])
     assert r.exit_code == 0, r.output
-    assert "start_logits [1," in r.output and "answer[0]:" in r.output
+    answer = json.loads(r.stdout)  # stdout is the pipeline's result, the timing line goes to stderr
+    assert answer["answer"] == "Oslo" and 0 < answer["score"] <= 1
+    assert "Ada moved to Oslo in 1999."[answer["start"]:answer["end"]] == "Oslo"
+    r = CliRunner().invoke(main, ["run", "--model", str(out), "--text", "Where did Ada move?",
+                                  "--text-pair", "Ada moved to Oslo in 1999.", "--raw"])
+    assert r.exit_code == 0, r.output
+    assert "start_logits [1," in r.output and "end_logits [1," in r.output
     dump = tmp_path / "o.json"
     r = CliRunner().invoke(main, ["run", "--model", str(out), "--input", '{"input_ids": [[0, 7, 9, 2], [0, 5, 2, 1]], '
                                   '"attention_mask": [[1, 1, 1, 1], [1, 1, 1, 0]]}', "--output-json", str(dump)])

@@ -18,7 +18,8 @@ from transformers import YosoForQuestionAnswering, YosoForSequenceClassification
 from yoso_deploy import validate
 from yoso_deploy.cli import main
 from yoso_deploy.export import ExportError, ParityError, export, exporter
-from yoso_deploy.export.exporter import FailedExportError, check_usable, parse_shapes, source_model_dir
+from yoso_deploy.export.exporter import parse_shapes
+from yoso_deploy.manifest import ExportNotUsableError, check_usable, require_source_model_dir, source_model_dir
 from yoso_deploy.export.opset import downgrade_opset
 from yoso_deploy.modeling import TaskHeadError
 from yoso_deploy.parity import Tolerances
@@ -164,9 +165,9 @@ def test_failed_check_marks_the_manifest(failed_export):
     assert manifest["parity"]["first_failure"].startswith("ort-cpu 2x12 ")
     assert any("FAIL" in line for line in manifest["parity"]["table"])
     assert (failed_export / "model.onnx").is_file()  # kept, for inspection
-    with pytest.raises(FailedExportError, match="failed its post-export parity check.*--allow-failed-export"):
-        check_usable(manifest, failed_export)
-    check_usable(manifest, failed_export, allow_failed_export=True)
+    with pytest.raises(ExportNotUsableError, match="failed its post-export parity check.*--allow-failed-export"):
+        check_usable(manifest, model_dir=failed_export)
+    assert check_usable(manifest, allow_failed=True) == "failed"
 
 
 @pytest.mark.parametrize("command", [
@@ -187,7 +188,7 @@ def test_commands_refuse_a_failed_export(failed_export, command):
 def test_runtime_refuses_a_failed_export(failed_export):
     from yoso_deploy.runtime.models import YosoOrtForQuestionAnswering
 
-    with pytest.raises(FailedExportError):
+    with pytest.raises(ExportNotUsableError):
         YosoOrtForQuestionAnswering.from_pretrained(failed_export)
     assert YosoOrtForQuestionAnswering.from_pretrained(failed_export, allow_failed_export=True).session
 
@@ -202,8 +203,9 @@ def test_a_moved_export_still_finds_its_checkpoint(tmp_path):
     assert source_model_dir(manifest, moved) == (tmp_path / "b" / "ckpt").resolve()
     assert validate.compare(moved, backends=["torch", "ort-cpu"], batches=[1], seq_lens=[6]).passed
     shutil.rmtree(tmp_path / "b" / "ckpt")
+    assert source_model_dir(manifest, moved) is None
     with pytest.raises(FileNotFoundError, match="source checkpoint .* is gone.*--reference"):
-        source_model_dir(manifest, moved)
+        require_source_model_dir(manifest, moved)
     with pytest.raises(validate.ValidationError, match="torch: the source checkpoint"):
         validate.compare(moved, backends=["torch", "ort-cpu"], batches=[1], seq_lens=[6])
     # A checkpoint outside the export's parent is recorded absolute.

@@ -194,3 +194,40 @@ def test_qa_cli(qa_dir, tmp_path):
     assert r.exit_code == 2 and "exactly one of --context" in r.output
     r = CliRunner().invoke(main, ["qa", "--model", str(qa_dir), "--question", " ", "--context", "x"])
     assert r.exit_code == 1 and "question is empty" in r.output
+
+
+def test_impossible_answer_joins_the_softmax(qa_dir):
+    single, windowed = _pipes(qa_dir)
+    q = "Where did Chen move?"
+    plain = single.answer(q, CONTEXT, top_k=5, max_answer_len=6)
+    assert all(a.answer for a in plain)  # without the option there is never an empty answer
+    for pipe in (single, windowed):
+        with_null = pipe.answer(q, CONTEXT, top_k=400, max_answer_len=6, handle_impossible_answer=True)
+        null = [a for a in with_null if a.answer == ""]
+        assert len(null) == 1 and (null[0].start, null[0].end) == (0, 0)
+        assert 0 < sum(a.score for a in with_null) <= 1 + 1e-9
+    # a [CLS] logit far above every context token's makes the null answer the best one
+    cls = single.tokenizer.cls_token_id
+    for model in (single.model, windowed.model):
+        model.table[:, cls] = 50.0
+    best = windowed.answer(q, CONTEXT, handle_impossible_answer=True)[0]
+    assert best.answer == "" and best.score > 0.99
+    assert windowed.answer(q, CONTEXT)[0].answer != ""  # and it is only considered when asked for
+
+
+def test_pipeline_call_returns_transformers_style_dicts(qa_dir):
+    pipe = QuestionAnsweringPipeline.from_pretrained(qa_dir)
+    one = pipe(question="Where did Ada move?", context=CONTEXT)
+    assert set(one) == {"score", "start", "end", "answer"} and CONTEXT[one["start"]:one["end"]] == one["answer"]
+    three = pipe(question="Where did Ada move?", context=CONTEXT, top_k=3)
+    assert isinstance(three, list) and len(three) == 3 and three[0] == one
+    with pytest.raises(TypeError, match="has no option pooling"):
+        pipe(question="q", context="c", pooling="mean")
+
+
+def test_default_doc_stride_fits_short_windows(qa_dir):
+    assert QuestionAnsweringPipeline.from_pretrained(qa_dir).doc_stride == 128
+    short = QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=32)
+    assert short.doc_stride == 8 and short.answer("Where did Ada move?", CONTEXT)[0].answer
+    with pytest.raises(ValueError, match=r"doc_stride must be in \[0, 16\) for windows of 32 tokens, got 20"):
+        QuestionAnsweringPipeline.from_pretrained(qa_dir, max_seq_len=32, doc_stride=20)

@@ -163,5 +163,5 @@ def test_no_network_at_run_time(no_network, tmp_path):
     r = CliRunner().invoke(main, ["run", "--model", str(tmp_path / "qa"), "--text", "Where did Ada move?",
                                   "--text-pair", "Ada moved to Oslo."])
     assert r.exit_code == 0, r.output
-    assert "answer[0]:" in r.output
+    assert "answer" in __import__("json").loads(r.stdout)  # the QA pipeline's result
     assert not no_network, f"network used at run time: {no_network}"

@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from yoso_deploy import validate
 from yoso_deploy.cli import main
+from yoso_deploy.manifest import load_manifest, source_model_dir
 
 
 def test_validate_passes_at_4096_tokens(yoso4096_export, tmp_path):
@@ -91,7 +92,7 @@ def swap_query_and_key(model):  # layer 1 projects queries with the key weights 
 ])
 def test_corrupted_export_fails_naming_the_layer(yoso4096_export, tmp_path, edit, layer, first):
     bad = _corrupted(yoso4096_export, tmp_path / "bad", edit)
-    ckpt = validate.source_model_dir(validate.load_manifest(yoso4096_export), yoso4096_export)
+    ckpt = source_model_dir(load_manifest(yoso4096_export), yoso4096_export)
     res = validate.compare(bad, backends=["torch", "ort-cpu"], batches=[2], seq_lens=[128], reference=ckpt)
     assert not res.passed
     f = res.first_failure()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from importlib import metadata
 from pathlib import Path
 
 ORT_LIBRARY_NAME = "libyoso_ort.so"
@@ -20,6 +19,7 @@ class LibraryNotFoundError(FileNotFoundError):
 
 def _candidates(name: str):
     yield Path(__file__).resolve().parent / "lib" / name
+    from importlib import metadata  # only when the library is not inside the package (~0.1 s to import)
     # Editable installs (scikit-build-core "redirect" mode) place the built files in
     # site-packages while the Python sources stay in the checkout; the RECORD knows where.
     try:

@@ -1,4 +1,9 @@
-"""Latency, throughput and memory of an export on each available backend (``yoso-deploy bench``)."""
+"""Latency, throughput and memory of an export on each available backend (``yoso-deploy bench``).
+
+The ONNX Runtime backends time exactly what users run: :meth:`yoso_deploy.runtime.models.YosoOrtModel.run`
+(input validation, then ``InferenceSession.run``, or IO binding on CUDA). Nothing here imports torch
+unless the ``torch`` backend is asked for.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +18,15 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .export.spec import make_inputs
-from .validate import BACKENDS, ValidationError, backend_status, load_manifest, manifest_spec, _torch_reference_dir
+from ._text import format_table
+from .iospec import make_inputs
+from .manifest import check_usable, expand_path, load_manifest, manifest_spec, source_model_dir
+
+BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")
+
+
+class BenchError(RuntimeError):
+    """The benchmark cannot run (bad arguments, nothing available)."""
 
 
 @dataclass
@@ -38,8 +50,6 @@ class BenchResult:
     cases: list[BenchCase] = field(default_factory=list)
 
     def table(self) -> str:
-        from .parity import format_table
-
         rows = [[c.backend, str(c.batch), str(c.seq_len), str(c.iterations), f"{c.latency_ms['p50']:.2f}",
                  f"{c.latency_ms['p90']:.2f}", f"{c.latency_ms['p99']:.2f}", f"{c.latency_ms['mean']:.2f}",
                  f"{c.sequences_per_s:.1f}", f"{c.tokens_per_s:.0f}", f"{c.peak_memory_mb:.0f} ({c.memory_kind})"]
@@ -53,9 +63,17 @@ class BenchResult:
                 "cases": [asdict(c) for c in self.cases]}
 
 
+def _version(dist: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine_info() -> dict:
     import onnxruntime as ort
-    import torch
 
     cpu = platform.processor() or ""
     try:
@@ -65,7 +83,7 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": _version("torch"),
             "onnxruntime": ort.__version__, "yoso_deploy": __version__,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 
@@ -105,16 +123,15 @@ def _device_memory_mb() -> float:
         return float("nan")
 
 
-def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int | None, reference):
+def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int | None, reference,
+                   allow_failed_export: bool = False):
     """Return (run(feeds) -> None, close(), memory_kind)."""
     if backend in ("ort-cpu", "ort-cuda"):
-        from .runtime import CPU, CUDA, create_session
+        from .runtime.models import YosoOrtModel
 
-        providers = [CUDA, CPU] if backend == "ort-cuda" else [CPU]
-        sess = create_session(model_dir / manifest.get("model_file", "model.onnx"), providers=providers,
-                              intra_op_threads=threads)
-        names = [o.name for o in sess.get_outputs()]
-        return (lambda feeds: sess.run(names, feeds)), (lambda: None), ("device" if backend == "ort-cuda" else "RSS")
+        model = YosoOrtModel.from_pretrained(model_dir, provider="cuda" if backend == "ort-cuda" else "cpu",
+                                             intra_op_threads=threads, allow_failed_export=allow_failed_export)
+        return model.run, (lambda: None), ("device" if backend == "ort-cuda" else "RSS")
     if backend == "trt":
         from .trt import make_trt_runner
 
@@ -129,11 +146,10 @@ def _make_callable(backend: str, model_dir: Path, manifest: dict, threads: int |
 
         if threads:
             torch.set_num_threads(int(threads))
-        model = load_model(_torch_reference_dir(manifest, reference, model_dir), task=manifest["task"],
-                           attention=manifest["attention"], seed=manifest["seed"])
+        model = load_model(reference, task=manifest["task"], attention=manifest["attention"], seed=manifest["seed"])
         spec = manifest_spec(manifest)
         return (lambda feeds: torch_outputs(model, spec, feeds)), (lambda: None), "RSS"
-    raise ValidationError(f"backend {backend!r} cannot be benchmarked here")
+    raise BenchError(f"backend {backend!r} cannot be benchmarked here")
 
 
 def run(
@@ -154,27 +170,32 @@ def run(
     (or as many as fit in ``seconds``). Inputs are full-length (no padding)."""
     import click
 
-    from .export.exporter import check_usable
+    from .validate import backend_status
 
-    model_dir = Path(model_dir)
+    model_dir = expand_path(model_dir)
     manifest = load_manifest(model_dir)
-    check_usable(manifest, model_dir, allow_failed_export)
+    check_usable(manifest, allow_failed=allow_failed_export, model_dir=model_dir)
     spec = manifest_spec(manifest)
     requested = list(backends or ["ort-cpu"])
     unknown = [b for b in requested if b not in BACKENDS]
     if unknown:
-        raise ValidationError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
+        raise BenchError(f"unknown backend(s) {', '.join(unknown)}; choose from {', '.join(BACKENDS)}")
     if iterations is None and seconds is None:
-        raise ValidationError("give --iterations or --seconds")
+        raise BenchError("give --iterations or --seconds")
     if (iterations is not None and iterations < 1) or (seconds is not None and seconds <= 0) or warmup < 0:
-        raise ValidationError("--iterations must be >= 1, --seconds > 0 and --warmup >= 0")
+        raise BenchError("--iterations must be >= 1, --seconds > 0 and --warmup >= 0")
     too_long = [s for s in seq_lens if s > manifest["max_sequence_length"]]
     if too_long:
-        raise ValidationError(f"--seq-len {too_long[0]} exceeds the model's maximum {manifest['max_sequence_length']}")
+        raise BenchError(f"--seq-len {too_long[0]} exceeds the model's maximum {manifest['max_sequence_length']}")
+    if report_dir is not None:  # fail before the timing, not after it
+        from ._extras import require
+
+        require("matplotlib", "the bench report's latency plot")
+    reference = expand_path(reference) if reference else source_model_dir(manifest, model_dir)
     status = backend_status(model_dir, manifest, reference)
     runnable = [b for b in requested if status[b].available]
     if not runnable:
-        raise ValidationError("no requested backend is available: " + "; ".join(f"{b}: {status[b].reason}" for b in requested))
+        raise BenchError("no requested backend is available: " + "; ".join(f"{b}: {status[b].reason}" for b in requested))
     vocab = int(json.loads((model_dir / "config.json").read_text())["vocab_size"])
     result = BenchResult(str(model_dir), machine_info(), {b: status[b] for b in requested})
     plan = [(b, bs, s) for b in runnable for bs in batches for s in seq_lens]
@@ -185,7 +206,7 @@ def run(
         for backend in runnable:
             gc.collect()
             _reset_peak_rss()
-            fn, close, mem_kind = _make_callable(backend, model_dir, manifest, threads, reference)
+            fn, close, mem_kind = _make_callable(backend, model_dir, manifest, threads, reference, allow_failed_export)
             try:
                 for bs in batches:
                     for s in seq_lens:
@@ -244,7 +265,9 @@ def write_report(result: BenchResult, report_dir: Path) -> None:
 
 
 def plot_latency(result: BenchResult, path: Path) -> None:
-    import matplotlib
+    from ._extras import require
+
+    matplotlib = require("matplotlib", "the bench report's latency plot")
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -11,10 +11,14 @@ from pathlib import Path
 import click
 
 from . import __version__
+from . import tasks as _tasks
 
 
 class DebuggableGroup(click.Group):
-    """Turns any exception into one ``error:`` line and exit code 1, unless ``--debug`` is given."""
+    """Turns any exception into one ``error:`` line and exit code 1, unless ``--debug`` is given.
+
+    A missing optional dependency (torch, polygraphy, ...) becomes the ``pip install 'yoso-deploy[extra]'``
+    that provides it."""
 
     def invoke(self, ctx):
         try:
@@ -22,23 +26,38 @@ class DebuggableGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as e:  # noqa: BLE001 - the CLI's one error boundary
+            from ._extras import missing_extra
+
             if ctx.obj and ctx.obj.get("debug"):
                 raise
-            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            sub = ctx.invoked_subcommand
+            extra = missing_extra(e, f"'yoso-deploy {sub}'" if sub else None)
+            shown = extra if extra is not None else e
+            msg = str(shown).strip().splitlines()[0] if str(shown).strip() else type(e).__name__
             click.echo(f"error: {msg}", err=True)
             click.echo("(run 'yoso-deploy --debug ...' for the full traceback)", err=True)
             ctx.exit(1)
 
 
+class ExpandedPath(click.Path):
+    """``click.Path`` that expands a leading ``~`` (``--model=~/x`` reaches us unexpanded by the shell)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (str, os.PathLike)):
+            value = os.path.expanduser(os.fspath(value))
+        return super().convert(value, param, ctx)
+
+
 def _quiet_transformers():
+    """Offline, no progress bars, errors only -- without importing transformers (start-up time)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    if "transformers" in sys.modules:  # already imported (in-process callers): set it directly
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-    except Exception:  # pragma: no cover - transformers always importable here
-        pass
 
 
 @click.group(cls=DebuggableGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,9 +77,8 @@ def main(ctx, debug):
     _quiet_transformers()
 
 
-TASK_HELP = (
-    "Model head: base, mlm, sequence-classification, multiple-choice, token-classification or qa "
-    "(aliases such as question-answering, fill-mask, text-classification are accepted)."
+TASK_HELP = (  # from the task registry
+    f"Model head: {', '.join(_tasks.TASKS)} (aliases: {', '.join(sorted(_tasks.ALIASES))})."
 )
 
 
@@ -131,126 +149,248 @@ def _print_check(result) -> None:
     click.echo(f"post-export check: {'passed' if result.ok else 'FAILED (the export is marked failed)'}")
 
 
-def _feeds_from_json(spec_inputs: list[dict], source: str) -> dict:
-    import numpy as np
+def _feeds_from_json(manifest: dict, source: str) -> dict:
+    """``--input``: a JSON file or inline JSON object, input name -> nested lists. A missing batch axis is
+    added; everything else is checked by the runtime (:func:`yoso_deploy.runtime.models.prepare_inputs`)."""
+    from .runtime.models import as_input_array
 
-    text = Path(source).read_text() if Path(source).is_file() else source
+    text = source
+    if not source.lstrip().startswith(("{", "[")):  # a file path (inline JSON can be longer than a file name may be)
+        path = Path(os.path.expanduser(source))
+        try:
+            if path.is_file():
+                text = path.read_text()
+        except OSError:
+            pass
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ValueError(f"--input is neither a JSON file nor valid JSON ({e.msg} at char {e.pos})") from e
+    names = [t["name"] for t in manifest["inputs"]]
+    if not isinstance(data, dict):
+        raise ValueError(f'--input must be a JSON object of input name -> nested lists, e.g. {{"input_ids": [[0, 5, 2]]}}; '
+                         f"got a JSON {type(data).__name__}")
+    if "input_ids" not in data:
+        raise ValueError(f"--input lacks 'input_ids' (needs: {', '.join(names)}; attention_mask defaults to ones)")
+    rank = len(manifest["inputs"][0]["dims"])
     feeds = {}
-    for t in spec_inputs:
-        if t["name"] not in data:
-            if t["name"] == "attention_mask" and "input_ids" in data:
-                feeds[t["name"]] = np.ones_like(np.asarray(data["input_ids"], dtype=np.int64))
-                continue
-            if t["name"] == "token_type_ids" and "input_ids" in data:
-                feeds[t["name"]] = np.zeros_like(np.asarray(data["input_ids"], dtype=np.int64))
-                continue
-            raise ValueError(f"--input lacks {t['name']!r} (needs: {', '.join(x['name'] for x in spec_inputs)})")
-        arr = np.asarray(data[t["name"]], dtype=t["dtype"])
-        if arr.ndim == len(t["dims"]) - 1:
-            arr = arr[None]
-        if arr.ndim != len(t["dims"]):
-            raise ValueError(f"--input {t['name']!r} has rank {arr.ndim}; expected {len(t['dims'])} ({t['dims']})")
-        feeds[t["name"]] = arr
+    for name, value in data.items():
+        arr = as_input_array(f"--input {name!r}", value)
+        feeds[name] = arr[None] if arr.ndim == rank - 1 else arr
     return feeds
 
 
-def _feeds_from_text(model_dir: Path, manifest: dict, texts: tuple, pair: str | None) -> tuple[dict, object]:
-    from transformers import AutoTokenizer
-
-    if not (Path(model_dir) / "tokenizer.json").is_file() and not (Path(model_dir) / "vocab.txt").is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no tokenizer files; use --input JSON with token ids")
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    names = [t["name"] for t in manifest["inputs"]]
-    if manifest["task"] == "multiple-choice":
-        first = [texts[0]] * (len(texts) - 1) if len(texts) > 1 else list(texts)
-        choices = list(texts[1:]) or list(texts)
-        enc = tok(first, choices, padding=True, truncation=True, max_length=manifest["max_sequence_length"], return_tensors="np")
-        feeds = {n: enc[n][None].astype("int64") for n in names if n in enc}
-    else:
-        enc = tok(list(texts), [pair] * len(texts) if pair else None, padding=True, truncation=True,
-                  max_length=manifest["max_sequence_length"], return_tensors="np")
-        feeds = {n: enc[n].astype("int64") for n in names if n in enc}
-    return feeds, tok
-
-
-@main.command("run")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), required=True,
-              help="Export directory (from 'yoso-deploy export').")
-@click.option("--input", "input_json", default=None,
-              help='JSON file or inline JSON mapping input names to nested lists, e.g. {"input_ids": [[0, 5, 2]]}.')
-@click.option("--text", "texts", multiple=True,
-              help="Text to tokenize with the export's tokenizer (repeat for a batch; for multiple-choice: the prompt then each choice).")
-@click.option("--text-pair", default=None, help="Second segment for every --text (e.g. the context for qa).")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
-@click.option("--output-json", type=click.Path(path_type=Path), default=None, help="Write all outputs to this JSON file.")
-@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
-              help="ort: ONNX Runtime with libyoso_ort.so; trt: the TensorRT engine made by 'yoso-deploy build-engine'.")
-@click.option("--engine", "engine_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="TensorRT engine for --backend trt (default: <model>/model.plan).")
-@click.option("--plugins", default="auto", show_default=True,
-              help="TensorRT plugin library for --backend trt ('auto' = the installed libyoso_trt.so).")
-@click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
-def run_cmd(model_dir, input_json, texts, text_pair, threads, output_json, backend, engine_path, plugins,
-            allow_failed_export):
-    """Run an exported model with ONNX Runtime (libyoso_ort.so registered) or TensorRT and print its outputs."""
+def _print_raw(outs: dict) -> None:
     import numpy as np
 
-    from .export import load_manifest
-    from .export.exporter import check_usable
-    from .runtime import create_session
-
-    manifest = load_manifest(model_dir)
-    check_usable(manifest, model_dir, allow_failed_export)
-    if bool(input_json) == bool(texts):
-        raise click.UsageError("give exactly one of --input JSON or --text TEXT")
-    tok = None
-    if input_json:
-        feeds = _feeds_from_json(manifest["inputs"], input_json)
-    else:
-        feeds, tok = _feeds_from_text(model_dir, manifest, texts, text_pair)
-    if backend == "trt":
-        from . import trt as ytrt
-
-        ytrt.require_tensorrt()
-        runner = ytrt.make_trt_runner(engine_path or Path(model_dir) / "model.plan", plugins=plugins)
-        with runner:  # engine deserialization and buffer setup stay outside the timing
-            t0 = time.perf_counter()
-            raw = runner.infer(feed_dict={k: np.ascontiguousarray(v) for k, v in feeds.items()})
-            ms = 1000 * (time.perf_counter() - t0)
-        names = [t["name"] for t in manifest["outputs"]] + [t["name"] for t in manifest.get("debug_outputs", [])]
-        outs = {n: np.asarray(raw[n]) for n in names if n in raw}
-    else:
-        sess = create_session(Path(model_dir) / manifest.get("model_file", "model.onnx"), intra_op_threads=threads)
-        names = [o.name for o in sess.get_outputs()]
-        t0 = time.perf_counter()
-        outs = dict(zip(names, sess.run(names, feeds)))
-        ms = 1000 * (time.perf_counter() - t0)
-    shape = "x".join(str(s) for s in feeds["input_ids"].shape)
-    click.echo(f"ran {manifest['task']} ({manifest['attention']}) on input {shape} with {backend} in {ms:.1f} ms")
     np.set_printoptions(precision=4, suppress=True, threshold=20, edgeitems=3)
     for n, v in outs.items():
         click.echo(f"{n} {list(v.shape)} {v.dtype}:\n{v}")
-    if manifest["task"] == "qa" and tok is not None:
-        start, end = outs["start_logits"], outs["end_logits"]
-        for i in range(start.shape[0]):
-            valid = feeds["attention_mask"][i].astype(bool)
-            s_log = np.where(valid, start[i], -np.inf)
-            e_log = np.where(valid, end[i], -np.inf)
-            s = int(np.argmax(s_log))
-            e = s + int(np.argmax(e_log[s:]))
-            answer = tok.decode(feeds["input_ids"][i][s : e + 1], skip_special_tokens=True)
-            click.echo(f"answer[{i}]: {answer!r} (tokens {s}..{e}, score {float(s_log[s] + e_log[e]):.3f})")
-    if output_json:
-        try:
-            output_json.write_text(json.dumps({n: v.tolist() for n, v in outs.items()}))
-        except OSError as e:
-            raise OSError(f"cannot write --output-json {str(output_json)!r}: {e.strerror or e}; "
-                          "choose a writable file path") from e
-        click.echo(f"wrote {output_json}")
+
+
+def _to_json(value):
+    """Pipeline results -> JSON-able (numpy arrays and scalars to lists and numbers)."""
+    import numpy as np
+
+    if isinstance(value, dict):
+        return {k: _to_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write_json(path: Path | None, data) -> None:
+    if path is None:
+        return
+    try:
+        path.write_text(json.dumps(data))
+    except OSError as e:
+        raise OSError(f"cannot write --output-json {str(path)!r}: {e.strerror or e}; choose a writable file path") from e
+    click.echo(f"wrote {path}", err=True)
+
+
+def _run_pipeline(pipe, task: str, texts: tuple, pair: str | None, opts: dict):
+    """``run --text``: the task's pipeline on the texts (qa: each --text is a question about --text-pair)."""
+    if task == "qa":
+        if not pair:
+            raise click.UsageError("a qa export needs --text QUESTION --text-pair CONTEXT")
+        res = [pipe(question=q, context=pair, **opts) for q in texts]
+        return res[0] if len(res) == 1 else res
+    if task == "multiple-choice":
+        if len(texts) < 3:
+            raise click.UsageError("a multiple-choice export needs --text PROMPT --text CHOICE --text CHOICE [...]")
+        return pipe(texts[0], list(texts[1:]), **opts)
+    inputs = texts[0] if len(texts) == 1 else list(texts)
+    if task == "sequence-classification":
+        return pipe(inputs, text_pair=pair, **opts)
+    if pair:
+        raise click.UsageError(f"--text-pair is for qa and sequence-classification exports, not {task}")
+    return pipe(inputs, **opts)
+
+
+def _print_result(task: str, result) -> None:
+    if task == "base":  # embeddings: summarised; --output-json has every value
+        import numpy as np
+
+        vecs = result if isinstance(result, list) else [result]
+        np.set_printoptions(precision=4, suppress=True, threshold=12, edgeitems=3)
+        for i, v in enumerate(vecs):
+            click.echo(f"embedding[{i}] {list(np.shape(v))}: {np.asarray(v)}")
+        return
+    click.echo(json.dumps(_to_json(result), indent=2))
+
+
+PIPELINE_OPTIONS = {  # run option -> (pipeline parameter, tasks that take it)
+    "top_k": ("top_k", {"qa", "sequence-classification", "mlm"}),
+    "max_answer_len": ("max_answer_len", {"qa"}),
+    "handle_impossible_answer": ("handle_impossible_answer", {"qa"}),
+    "aggregation": ("aggregation_strategy", {"token-classification"}),
+    "pooling": ("pooling", {"base"}),
+    "normalize": ("normalize", {"base"}),
+    "function_to_apply": ("function_to_apply", {"sequence-classification"}),
+}
+
+
+@main.command("run")
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), required=True,
+              help="Export directory (from 'yoso-deploy export').")
+@click.option("--input", "input_json", default=None,
+              help='JSON file or inline JSON mapping input names to nested lists, e.g. {"input_ids": [[0, 5, 2]]}; '
+                   "prints the raw outputs.")
+@click.option("--text", "texts", multiple=True,
+              help="Text for the export's pipeline (repeat for a batch; qa: the question; multiple-choice: the prompt "
+                   "then each choice).")
+@click.option("--text-pair", default=None, help="Second segment: the context for qa, the pair for classification.")
+@click.option("--raw", is_flag=True, help="Print the model's raw outputs (logits) instead of the pipeline's result.")
+@click.option("--top-k", type=click.IntRange(min=1), default=None, help="qa, classification, fill-mask: how many results.")
+@click.option("--max-answer-len", type=click.IntRange(min=1), default=None, help="qa: longest answer in tokens.")
+@click.option("--handle-impossible-answer", is_flag=True, default=None, help="qa: allow the empty (null) answer.")
+@click.option("--aggregation", type=click.Choice(["none", "simple", "first", "average", "max"]), default=None,
+              help="token-classification: how tokens become entities.")
+@click.option("--pooling", type=click.Choice(["mean", "cls", "none"]), default=None, help="feature extraction pooling.")
+@click.option("--normalize", is_flag=True, default=None, help="feature extraction: unit-length vectors.")
+@click.option("--function-to-apply", type=click.Choice(["softmax", "sigmoid", "none"]), default=None,
+              help="classification scores (default: by the config's problem_type, as transformers).")
+@click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="ONNX Runtime execution provider; a missing provider is an error, not a fallback.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
+@click.option("--allow-failed-export", is_flag=True, help="Run an export whose post-export parity check failed.")
+@click.option("--output-json", type=ExpandedPath(path_type=Path), default=None,
+              help="Write the result (or with --raw/--input every output) to this JSON file.")
+@click.option("--backend", type=click.Choice(["ort", "trt"]), default="ort", show_default=True,
+              help="ort: ONNX Runtime with libyoso_ort.so; trt: the TensorRT engine made by 'yoso-deploy build-engine' "
+                   "(raw outputs).")
+@click.option("--engine", "engine_path", type=ExpandedPath(path_type=Path, dir_okay=False), default=None,
+              help="TensorRT engine for --backend trt (default: <model>/model.plan).")
+@click.option("--plugins", default="auto", show_default=True,
+              help="TensorRT plugin library for --backend trt ('auto' = the installed libyoso_trt.so).")
+def run_cmd(model_dir, input_json, texts, text_pair, raw, top_k, max_answer_len, handle_impossible_answer, aggregation,
+            pooling, normalize, function_to_apply, provider, threads, allow_failed_export, output_json, backend,
+            engine_path, plugins):
+    """Run an export: the task's pipeline on --text (answer, labels, entities, tokens, embeddings), or the
+    raw model outputs for --input token ids / --raw.
+
+    \b
+    Examples:
+      yoso-deploy run --model out/qa --text "Where did Ada move?" --text-pair "Ada moved to Oslo."
+      yoso-deploy run --model out/ner --text "Ada Lovelace lives in London" --aggregation simple
+      yoso-deploy run --model out/qa --input '{"input_ids": [[0, 7, 9, 2]]}'
+    """
+    from .manifest import check_usable, load_manifest
+
+    if bool(input_json) == bool(texts):
+        raise click.UsageError("give exactly one of --input JSON or --text TEXT")
+    manifest = load_manifest(model_dir)
+    task = manifest["task"]
+    check_usable(manifest, allow_failed=allow_failed_export, model_dir=model_dir)
+    given = {"top_k": top_k, "max_answer_len": max_answer_len, "handle_impossible_answer": handle_impossible_answer,
+             "aggregation": aggregation, "pooling": pooling, "normalize": normalize,
+             "function_to_apply": function_to_apply}
+    opts = {}
+    for name, value in given.items():
+        if value is None:
+            continue
+        param, takers = PIPELINE_OPTIONS[name]
+        if task not in takers or raw or input_json:
+            raise click.UsageError(f"--{name.replace('_', '-')} applies to the pipelines of "
+                                   f"{', '.join(sorted(takers))} exports (without --raw/--input), not this {task} run")
+        opts[param] = value
+    session = {"provider": provider, "intra_op_threads": threads, "allow_failed_export": allow_failed_export}
+    if backend == "trt":
+        return _run_trt(model_dir, manifest, input_json, texts, text_pair, engine_path, plugins, output_json)
+    if input_json or raw:
+        from .runtime.models import YosoOrtModel
+
+        if input_json:
+            feeds = _feeds_from_json(manifest, input_json)
+        else:
+            from .runtime.tokenizer import Tokenizer
+
+            feeds = _encode_texts(Tokenizer.from_dir(model_dir), manifest, texts, text_pair)
+        model = YosoOrtModel.from_pretrained(model_dir, **session)
+        t0 = time.perf_counter()
+        outs = model.run(feeds)
+        ms = 1000 * (time.perf_counter() - t0)
+        shape = "x".join(str(s) for s in next(iter(feeds.values())).shape)
+        click.echo(f"ran {task} ({manifest['attention']}) on input {shape} with ort {provider} in {ms:.1f} ms")
+        _print_raw(outs)
+        _write_json(output_json, {n: v.tolist() for n, v in outs.items()})
+        return
+    from .runtime.pipelines import pipeline
+
+    pipe = pipeline(model_dir, **session)
+    t0 = time.perf_counter()
+    result = _run_pipeline(pipe, task, texts, text_pair, opts)
+    ms = 1000 * (time.perf_counter() - t0)
+    click.echo(f"{task} ({manifest['attention']}) pipeline with ort {provider}: {ms:.1f} ms", err=True)
+    _print_result(task, result)
+    _write_json(output_json, _to_json(result))
+
+
+def _encode_texts(tok, manifest: dict, texts: tuple, pair: str | None) -> dict:
+    """Token ids of --text for --raw / --backend trt (multiple-choice: [1, choices, S])."""
+    names = [t["name"] for t in manifest["inputs"]]
+    msl = int(manifest["max_sequence_length"])
+    if manifest["task"] == "multiple-choice":
+        if len(texts) < 2:
+            raise click.UsageError("a multiple-choice export needs --text PROMPT --text CHOICE [...]")
+        enc = tok([texts[0]] * (len(texts) - 1), list(texts[1:]), max_length=msl)
+        return {k: v[None] for k, v in enc.model_inputs(names).items()}
+    pairs = [pair] * len(texts) if pair else None
+    return tok(list(texts), pairs, max_length=msl).model_inputs(names)
+
+
+def _run_trt(model_dir, manifest, input_json, texts, text_pair, engine_path, plugins, output_json):
+    import numpy as np
+
+    from . import trt as ytrt
+    from .runtime.models import prepare_inputs
+
+    ytrt.require_tensorrt()
+    config_path = Path(model_dir) / "config.json"
+    config = json.loads(config_path.read_text()) if config_path.is_file() else {}
+    if input_json:
+        feeds = _feeds_from_json(manifest, input_json)
+    else:
+        from .runtime.tokenizer import Tokenizer
+
+        feeds = _encode_texts(Tokenizer.from_dir(model_dir), manifest, texts, text_pair)
+    feeds = prepare_inputs(feeds, manifest, config)  # the checks the ORT path makes, before TensorRT sees them
+    runner = ytrt.make_trt_runner(engine_path or Path(model_dir) / "model.plan", plugins=plugins)
+    with runner:  # engine deserialization and buffer setup stay outside the timing
+        t0 = time.perf_counter()
+        raw = runner.infer(feed_dict=feeds)
+        ms = 1000 * (time.perf_counter() - t0)
+    names = [t["name"] for t in manifest["outputs"]] + [t["name"] for t in manifest.get("debug_outputs", [])]
+    outs = {n: np.asarray(raw[n]) for n in names if n in raw}
+    shape = "x".join(str(s) for s in feeds["input_ids"].shape)
+    click.echo(f"ran {manifest['task']} ({manifest['attention']}) on input {shape} with trt in {ms:.1f} ms")
+    _print_raw(outs)
+    _write_json(output_json, {n: v.tolist() for n, v in outs.items()})
 
 
 def _int_list(value: str, what: str) -> list[int]:
@@ -396,7 +536,7 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
 
 
 @main.command("bench")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
 @click.option("--backends", default="ort-cpu", show_default=True, help="Comma-separated: torch, ort-cpu, ort-cuda, trt.")
 @click.option("--batch", "batches", default="1", show_default=True, help="Batch sizes (comma-separated).")
@@ -405,13 +545,16 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
 @click.option("--iterations", type=int, default=None, help="Timed runs per case (default 20 unless --seconds).")
 @click.option("--seconds", type=float, default=None, help="Time each case for this many seconds instead.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (ORT) / torch threads (default: all cores).")
-@click.option("--reference", type=click.Path(path_type=Path), default=None, help="Checkpoint for the torch backend.")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--reference", type=ExpandedPath(path_type=Path), default=None,
+              help="Checkpoint for the torch backend (default: the export's source model).")
+@click.option("--report", "report_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Write report.json, report.md and latency.png here.")
-@click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
+@click.option("--allow-failed-export", is_flag=True, help="Benchmark an export whose post-export parity check failed.")
 def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, seconds, threads, reference, report_dir,
               allow_failed_export):
-    """Measure latency (p50/p90/p99/mean), throughput and peak memory per backend, batch and length."""
+    """Measure latency (p50/p90/p99/mean), throughput and peak memory per backend, batch and length.
+
+    The ORT backends time the runtime's own inference path (the one run, qa and serving use)."""
     from . import bench
 
     if iterations is None and seconds is None:
@@ -431,41 +574,49 @@ def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, second
 
 
 @main.command("qa")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), default=None,
               help="QA export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
 @click.option("--question", required=True, help="The question.")
 @click.option("--context", default=None, help="The context text.")
-@click.option("--context-file", type=click.Path(path_type=Path, exists=True, dir_okay=False), default=None,
+@click.option("--context-file", type=ExpandedPath(path_type=Path, exists=True, dir_okay=False), default=None,
               help="Read the context from this UTF-8 file instead.")
 @click.option("--top-k", type=click.IntRange(min=1), default=1, show_default=True, help="How many answers to print.")
 @click.option("--max-answer-len", type=click.IntRange(min=1), default=30, show_default=True, help="Longest answer in tokens.")
 @click.option("--max-seq-len", type=click.IntRange(min=8), default=None, help="Window length in tokens (default: the model's maximum).")
-@click.option("--doc-stride", type=click.IntRange(min=0), default=128, show_default=True, help="Token overlap between windows.")
+@click.option("--doc-stride", type=click.IntRange(min=0), default=None,
+              help="Token overlap between windows (default: 128, at most a quarter of the window).")
+@click.option("--handle-impossible-answer", is_flag=True, help="Allow the empty answer (the context may not hold one).")
 @click.option("--provider", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
               help="Execution provider; a missing provider is an error, not a fallback.")
 @click.option("--threads", type=int, default=None, help="Intra-op threads (default: all cores).")
-@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
 @click.option("--allow-failed-export", is_flag=True, help="Use an export whose post-export parity check failed.")
-def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, max_seq_len, doc_stride, provider,
-           threads, as_json, allow_failed_export):
+@click.option("--json", "as_json", is_flag=True, help="Print the answers as JSON.")
+def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, max_seq_len, doc_stride,
+           handle_impossible_answer, provider, threads, allow_failed_export, as_json):
     """Answer a question about a context with an exported QA model (ONNX Runtime)."""
     from .runtime.qa import QuestionAnsweringPipeline
 
     if (context is None) == (context_file is None):
         raise click.UsageError("give exactly one of --context TEXT or --context-file FILE")
     if context_file is not None:
-        context = context_file.read_text(encoding="utf-8")
+        try:
+            context = context_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--context-file {str(context_file)!r} is not UTF-8 text ({e.reason} at byte {e.start}); "
+                             "convert it to UTF-8") from None
     pipe = QuestionAnsweringPipeline.from_pretrained(model_dir or _default_export_dir(), provider=provider,
                                                      max_seq_len=max_seq_len, doc_stride=doc_stride,
                                                      intra_op_threads=threads, allow_failed_export=allow_failed_export)
-    answers = pipe.answer(question, context, top_k=top_k, max_answer_len=max_answer_len)
+    answers = pipe.answer(question, context, top_k=top_k, max_answer_len=max_answer_len,
+                          handle_impossible_answer=handle_impossible_answer)
     if as_json:
         click.echo(json.dumps([a.to_json() for a in answers], indent=2))
         return
     if not answers:
         click.echo("no answer found")
     for rank, a in enumerate(answers, 1):
-        click.echo(f"{rank}. {a.answer!r}  score {a.score:.4f}  span [{a.start}, {a.end})")
+        shown = repr(a.answer) if a.answer else "(no answer)"
+        click.echo(f"{rank}. {shown}  score {a.score:.4f}  span [{a.start}, {a.end})")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from ._text import format_table  # noqa: F401 (re-exported)
 from .export.probes import GraphProbes, LayerProbe, ProbeError, find_probes, instrument  # noqa: F401 (re-exports)
 from .export.spec import IOSpec
 from .export.wrapper import ExportWrapper, attention_modules, to_numpy, torch_outputs  # noqa: F401 (re-exports)
@@ -197,12 +198,6 @@ class Comparison:
 
 CODE_HEADERS = ["codes", "identical / compared", "near-ties (max |t|/bound)", "t drift (max/bound)", "kernel", "status"]
 TENSOR_HEADERS = ["tensor", "max abs", "mean abs", "max rel", "channel rel", "atol/rtol", "status"]
-
-
-def format_table(headers: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
-    return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
 @dataclass

@@ -24,12 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .export import load_manifest
-from .export.exporter import check_usable, source_model_dir
-from .export.spec import IOSpec, TensorSpec, make_inputs
-from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
-
 from .backends_portable import PORTABLE_BACKENDS, make_portable_runner, portable_backend_status
+from .iospec import IOSpec, make_inputs
+from .manifest import check_usable, expand_path, load_manifest, manifest_spec, require_source_model_dir
+from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
 
 BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt") + PORTABLE_BACKENDS
 DEFAULT_BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt")  # the portable ones are opt-in (their bodies are slow)
@@ -39,11 +37,6 @@ class ValidationError(RuntimeError):
     """Validation could not run (bad arguments, nothing to compare)."""
 
 
-def manifest_spec(manifest: dict) -> IOSpec:
-    ts = lambda items: [TensorSpec(**t) for t in items]  # noqa: E731
-    return IOSpec(manifest["task"], ts(manifest["inputs"]), ts(manifest["outputs"]), ts(manifest.get("debug_outputs", [])))
-
-
 @dataclass
 class Backend:
     name: str
@@ -51,15 +44,18 @@ class Backend:
     reason: str = ""
 
 
-def _torch_reference_dir(manifest: dict, reference: str | Path | None, model_dir: str | Path = ".") -> Path | None:
-    """The PyTorch reference checkpoint: ``reference`` if given, else the export's source model (or None)."""
+def reference_dir(manifest: dict, reference: str | Path | None, model_dir: str | Path) -> tuple[Path | None, str]:
+    """The PyTorch reference checkpoint (``reference`` if given, else the export's source model) and, when
+    there is none, why."""
     if reference:
-        p = Path(reference).expanduser()
-        return p if (p / "config.json").is_file() else None
+        p = expand_path(reference)
+        if (p / "config.json").is_file():
+            return p, ""
+        return None, f"--reference {str(reference)!r} holds no config.json; pass the checkpoint directory"
     try:
-        return source_model_dir(manifest, model_dir)
-    except FileNotFoundError:
-        return None
+        return require_source_model_dir(manifest, model_dir), ""
+    except FileNotFoundError as e:
+        return None, str(e)
 
 
 def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None = None) -> dict[str, Backend]:
@@ -67,18 +63,8 @@ def backend_status(model_dir: Path, manifest: dict, reference: str | Path | None
     from . import _native
 
     out = {}
-    ref = _torch_reference_dir(manifest, reference, model_dir)
-    if ref is not None:
-        out["torch"] = Backend("torch", True)
-    elif reference:
-        out["torch"] = Backend("torch", False, f"--reference {str(reference)!r} holds no config.json; pass the checkpoint directory")
-    else:
-        try:
-            source_model_dir(manifest, model_dir)
-            why = ""
-        except FileNotFoundError as e:
-            why = str(e)
-        out["torch"] = Backend("torch", False, why)
+    ref, why = reference_dir(manifest, reference, model_dir)
+    out["torch"] = Backend("torch", ref is not None, why)
     try:
         import onnxruntime as ort
 
@@ -233,9 +219,9 @@ def compare(
     """
     t_start = time.perf_counter()
     _, Comparator, G_LOGGER = _polygraphy()
-    model_dir = Path(model_dir).expanduser()
+    model_dir = expand_path(model_dir)
     manifest = load_manifest(model_dir)
-    check_usable(manifest, model_dir, allow_failed_export)
+    check_usable(manifest, allow_failed=allow_failed_export, model_dir=model_dir)
     spec = manifest_spec(manifest)
     requested = list(backends or DEFAULT_BACKENDS)
     unknown = [b for b in requested if b not in BACKENDS]
@@ -300,7 +286,7 @@ def compare(
         scratch.cleanup()
     del onnx_bytes
 
-    model = load_model(_torch_reference_dir(manifest, reference, model_dir), task=manifest["task"],
+    model = load_model(reference_dir(manifest, reference, model_dir)[0], task=manifest["task"],
                        attention=manifest["attention"], seed=manifest["seed"])
     tol = Tolerances(atol=atol, rtol=rtol, hidden_rtol=hidden_rtol, tie_bound_scale=tie_bound_scale)
     report = ParityReport()

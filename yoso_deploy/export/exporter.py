@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import platform
@@ -29,6 +28,7 @@ import onnxscript
 import torch
 
 from .. import __version__
+from ..manifest import MANIFEST, load_manifest, source_model_entry, write_manifest  # noqa: F401 - load_manifest re-exported
 from ..modeling import ATTENTION_MODES, canonical_task, load_model
 from ..modeling.ops import OP_DOMAIN, OP_VERSION
 from .functions import DEFAULT_PORTABLE, PORTABLE_MODES, attach_functions, portable_manifest
@@ -45,7 +45,6 @@ DEFAULT_OPSET = 18
 EXPORTER_OPSET = 18  # torch.onnx's torchlib implements opset 18; 17 is reached by downgrade_opset
 # The post-export check: two short shapes, plus a padded batch of 2 at min(512, max positions).
 SHORT_CHECK_SHAPES = ((2, 16), (3, 77))
-MANIFEST = "yoso_export.json"
 TOKENIZER_FILES = (
     "tokenizer.json",
     "tokenizer_config.json",
@@ -88,10 +87,6 @@ class ParityError(RuntimeError):
         self.result = result
 
 
-class FailedExportError(RuntimeError):
-    """The export's post-export parity check failed; commands refuse it unless told otherwise."""
-
-
 @dataclass
 class ExportResult:
     output_dir: Path
@@ -110,65 +105,6 @@ class ExportResult:
 
     def parity_table(self) -> str:
         return "" if self.parity is None else self.parity.table()
-
-
-def load_manifest(model_dir: str | Path) -> dict:
-    """Read and sanity-check ``yoso_export.json`` of an export directory (clear errors naming the fix)."""
-    model_dir = Path(model_dir)
-    path = model_dir / MANIFEST
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"export directory {str(model_dir)!r} does not exist; run 'yoso-deploy export' first")
-    if not path.is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
-    fix = f"re-export the model with 'yoso-deploy export --output {model_dir}'"
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{str(path)!r} is corrupt (not valid JSON: {e}); {fix}") from e
-    required = ("task", "attention", "inputs", "outputs", "max_sequence_length")
-    missing = [k for k in required if not isinstance(manifest, dict) or k not in manifest]
-    if missing or manifest.get("format", "yoso-deploy-export") != "yoso-deploy-export":
-        what = f"lacks {', '.join(missing)}" if missing else f"has format {manifest.get('format')!r}"
-        raise ValueError(f"{str(path)!r} is not a yoso-deploy export manifest (it {what}); {fix}")
-    return manifest
-
-
-def check_usable(manifest: dict, model_dir: str | Path, allow_failed_export: bool = False) -> None:
-    """Refuse an export whose post-export parity check failed (``"parity": "failed"`` in the manifest)."""
-    parity = manifest.get("parity") or {}
-    status = parity.get("status") if isinstance(parity, dict) else parity
-    if status == "failed" and not allow_failed_export:
-        first = parity.get("first_failure") if isinstance(parity, dict) else None
-        raise FailedExportError(
-            f"{str(model_dir)!r} failed its post-export parity check ({first or 'see parity in yoso_export.json'}); "
-            "it does not compute what the PyTorch model computes: fix and re-export it, or pass "
-            "--allow-failed-export to use it anyway"
-        )
-
-
-def _source_model_entry(src: Path, out: Path) -> str:
-    """The checkpoint path as the manifest stores it: relative to the export's parent when inside it."""
-    src, parent = src.resolve(), out.resolve().parent
-    try:
-        return os.path.relpath(src, out.resolve()) if src.is_relative_to(parent) else str(src)
-    except ValueError:  # another drive (not on Linux) -- keep it absolute
-        return str(src)
-
-
-def source_model_dir(manifest: dict, model_dir: str | Path) -> Path:
-    """The export's source checkpoint directory (``source_model`` relative to the export dir, or absolute)."""
-    entry = manifest.get("source_model")
-    if not entry:
-        raise FileNotFoundError(f"{str(model_dir)!r}'s manifest names no source_model; pass --reference DIR")
-    p = Path(entry)
-    if not p.is_absolute():
-        p = (Path(model_dir) / p).resolve()
-    if not (p / "config.json").is_file():
-        raise FileNotFoundError(
-            f"the source checkpoint of {str(model_dir)!r} is gone (source_model {entry!r} -> {str(p)!r} has no "
-            "config.json); pass --reference DIR with the checkpoint it was exported from"
-        )
-    return p
 
 
 def default_check_shapes(max_positions: int) -> tuple[tuple[int, int], ...]:
@@ -392,7 +328,7 @@ def export(
         "opset": opset,
         "seed": int(seed),
         "dtype": dtype,
-        "source_model": _source_model_entry(src, out),
+        "source_model": source_model_entry(src, out),
         "model_file": "model.onnx",
         "inputs": [t.to_json() for t in spec.inputs],
         "outputs": [t.to_json() for t in spec.outputs],
@@ -440,7 +376,7 @@ def export(
     for name in TOKENIZER_FILES:
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
     result = ExportResult(out, onnx_path, manifest, time.perf_counter() - t0, notes=notes)
 
     if validate and dtype == "fp16" and not _cuda_ep_available():
@@ -449,7 +385,7 @@ def export(
             "CUDAExecutionProvider and the CPU custom ops are fp32, so the parity check was skipped"
         )
         manifest["parity"] = {"status": "skipped", "reason": result.skipped_validation}
-        _write_manifest(out, manifest)
+        write_manifest(out, manifest)
     elif validate:
         from ..parity import Tolerances
 
@@ -470,18 +406,12 @@ def export(
             "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
             "table": result.parity.table().splitlines(),
         }
-        _write_manifest(out, manifest)
+        write_manifest(out, manifest)
         if not result.ok:
             raise ParityError(f"ONNX Runtime disagrees with the PyTorch reference ({first.backend} {first.case}, "
                               f"first at {first.name}: {first.error}); the export is marked failed in {MANIFEST}",
                               result)
     return result
-
-
-def _write_manifest(out: Path, manifest: dict) -> None:
-    tmp = out / f".{MANIFEST}.partial"
-    tmp.write_text(json.dumps(manifest, indent=2) + "\n")
-    os.replace(tmp, out / MANIFEST)
 
 
 def _cuda_ep_available() -> bool:

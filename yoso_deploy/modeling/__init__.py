@@ -1,5 +1,16 @@
 """Reference PyTorch YOSO: transformers' model classes with a correct, deterministic self-attention."""
 
+try:
+    import torch  # noqa: F401
+    import transformers  # noqa: F401
+except ImportError as _e:  # the reference model is part of the [export] extra
+    from .._extras import missing_extra
+
+    _err = missing_extra(_e, "the PyTorch reference model")
+    if _err is None:
+        raise
+    raise _err from _e
+
 from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 from .model import (

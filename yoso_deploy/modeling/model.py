@@ -12,52 +12,17 @@ import json
 from pathlib import Path
 
 import torch
-from transformers import (
-    YosoConfig,
-    YosoForMaskedLM,
-    YosoForMultipleChoice,
-    YosoForQuestionAnswering,
-    YosoForSequenceClassification,
-    YosoForTokenClassification,
-    YosoModel,
-)
+import transformers
+from transformers import YosoConfig, YosoModel
 
+from .. import tasks
+from ..tasks import canonical_task
 from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
 
-TASK_CLASSES = {
-    "base": YosoModel,
-    "mlm": YosoForMaskedLM,
-    "sequence-classification": YosoForSequenceClassification,
-    "multiple-choice": YosoForMultipleChoice,
-    "token-classification": YosoForTokenClassification,
-    "qa": YosoForQuestionAnswering,
-}
-
-TASK_ALIASES = {
-    "feature-extraction": "base",
-    "default": "base",
-    "masked-lm": "mlm",
-    "fill-mask": "mlm",
-    "text-classification": "sequence-classification",
-    "sequence_classification": "sequence-classification",
-    "multiple_choice": "multiple-choice",
-    "token_classification": "token-classification",
-    "ner": "token-classification",
-    "question-answering": "qa",
-    "question_answering": "qa",
-}
-
-
-def canonical_task(task: str) -> str:
-    """Map a task name or alias to one of :data:`TASK_CLASSES`; ``ValueError`` names the choices."""
-    t = str(task).strip().lower()
-    t = TASK_ALIASES.get(t, t)
-    if t not in TASK_CLASSES:
-        choices = ", ".join(list(TASK_CLASSES) + sorted(TASK_ALIASES))
-        raise ValueError(f"unknown task {task!r}; choose one of: {choices}")
-    return t
-
+# The transformers class of every task, resolved from the task registry's class names.
+TASK_CLASSES = {name: getattr(transformers, t.transformers_class) for name, t in tasks.TASKS.items()}
+TASK_ALIASES = dict(tasks.ALIASES)
 
 def yoso_4096_config(**overrides) -> YosoConfig:
     """The published uw-madison/yoso-4096 configuration: hidden 768, 12 layers of 12 heads, FFN 3072,
@@ -72,11 +37,7 @@ def yoso_4096_config(**overrides) -> YosoConfig:
 
 def task_for_architecture(config: YosoConfig) -> str | None:
     """Guess the task from ``config.architectures`` (e.g. ``YosoForQuestionAnswering`` -> ``qa``)."""
-    for arch in getattr(config, "architectures", None) or []:
-        for task, cls in TASK_CLASSES.items():
-            if cls.__name__ == arch:
-                return task
-    return None
+    return tasks.task_for_architectures(getattr(config, "architectures", None))
 
 
 def _attention_layers(model):

@@ -1,8 +1,24 @@
-"""Running exported YOSO models with ONNX Runtime: sessions, task models, the QA pipeline."""
+"""Running exported YOSO models with ONNX Runtime: sessions, task models, tokenizer, pipelines.
+
+This package imports neither torch nor transformers (nor onnx, onnxscript, polygraphy): it is what
+the bare ``pip install yoso-deploy`` runs. Names other than the session helpers load lazily.
+
+    from yoso_deploy.runtime import pipeline, YosoOrtModel
+    qa = pipeline("out/qa")                      # the export's task picks the pipeline
+    qa(question="Where did Ada move?", context="Ada moved to Oslo.")
+    model = YosoOrtModel.from_pretrained("out/qa")
+    model.run({"input_ids": ids})                # {output name: numpy array}
+"""
+
+from __future__ import annotations
+
+import importlib
 
 from .session import (
     CPU,
     CUDA,
+    LibraryLoadError,
+    ModelLoadError,
     ProviderUnavailableError,
     RuntimeVersionError,
     check_runtime_version,
@@ -11,13 +27,43 @@ from .session import (
     session_options,
 )
 
+_LAZY = {
+    "InputError": ".models",
+    "ModelOutput": ".models",
+    "TASK_MODELS": ".models",
+    "YosoOrtModel": ".models",
+    "YosoOrtModelForFeatureExtraction": ".models",
+    "YosoOrtForMaskedLM": ".models",
+    "YosoOrtForMultipleChoice": ".models",
+    "YosoOrtForQuestionAnswering": ".models",
+    "YosoOrtForSequenceClassification": ".models",
+    "YosoOrtForTokenClassification": ".models",
+    "Tokenizer": ".tokenizer",
+    "TokenizerError": ".tokenizer",
+    "Answer": ".qa",
+    "QuestionAnsweringPipeline": ".qa",
+    "FeatureExtractionPipeline": ".pipelines",
+    "FillMaskPipeline": ".pipelines",
+    "MultipleChoicePipeline": ".pipelines",
+    "Pipeline": ".pipelines",
+    "TextClassificationPipeline": ".pipelines",
+    "TokenClassificationPipeline": ".pipelines",
+    "pipeline": ".pipelines",
+}
+
 __all__ = [
-    "CPU",
-    "CUDA",
-    "ProviderUnavailableError",
-    "RuntimeVersionError",
-    "check_runtime_version",
-    "create_session",
-    "resolve_providers",
-    "session_options",
+    "CPU", "CUDA", "LibraryLoadError", "ModelLoadError", "ProviderUnavailableError", "RuntimeVersionError",
+    "check_runtime_version", "create_session", "resolve_providers", "session_options", *sorted(_LAZY),
 ]
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,8 +1,9 @@
-"""Extractive question answering over an exported YOSO QA model.
+"""Extractive question answering over an exported YOSO QA model (the one QA decoder of the project).
 
 Long contexts are split into overlapping windows (``doc_stride`` tokens of overlap) that each fit
 ``max_seq_len``; windows are run in batches and answers are mapped back to character offsets of the
-context through the tokenizer's offset mapping.
+context through the tokenizer's offset mapping. Spans lie inside the context only (never in the
+question, never across a separator).
 
 Scoring across windows. A per-window softmax (P(start) * P(end) normalised inside each window) makes
 every window claim a full unit of probability, so a window that does not hold the answer still puts a
@@ -16,7 +17,13 @@ windows are stitched back into one sequence of context tokens:
 * spans are then scored over that sequence as if it were one window: P(start) and P(end) are softmaxes
   over all context tokens, and a span may cross the point where ownership passes between windows.
 
-With a single window this is exactly the usual per-window softmax.
+With a single window this is exactly the usual per-window softmax. The score of an answer is a
+probability: the scores of all spans sum to at most 1.
+
+``handle_impossible_answer=True`` adds the null answer (SQuAD 2.0): the first token ([CLS]) joins both
+softmaxes, with the logits of the window where its null score (start + end logit) is lowest, as
+transformers' pipeline took the minimum null score over windows; the null answer is ``""`` at
+``start = end = 0`` with score P(start=[CLS]) * P(end=[CLS]), ranked with the spans.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from .models import YosoOrtForQuestionAnswering
+from .pipelines import Pipeline, stitch_windows  # noqa: F401 - stitch_windows re-exported
+from .tokenizer import Tokenizer
 
 
 @dataclass
@@ -46,98 +55,93 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def stitch_windows(enc):
-    """The context tokens of all windows as one sequence, in document order.
+class QuestionAnsweringPipeline(Pipeline):
+    task = "qa"
 
-    Returns ``(owner, position, offsets)``: for each context token, the window whose logits it takes
-    (the one where it has the most context, ``min(left, right) + 0.01 * window length``; ties: the first
-    such window), its index in that window, and its character offsets. Tokens are identified across
-    windows by their character offsets, plus their order among tokens with the same offsets (which some
-    normalisers produce)."""
-    best: dict[tuple, tuple[float, int, int]] = {}
-    for w in range(len(enc["input_ids"])):
-        positions = [i for i, s in enumerate(enc.sequence_ids(w)) if s == 1]
-        n = len(positions)
-        seen: dict[tuple, int] = {}
-        for k, i in enumerate(positions):
-            off = tuple(int(x) for x in enc["offset_mapping"][w][i])
-            seen[off] = seen.get(off, -1) + 1
-            key = (*off, seen[off])
-            score = min(k, n - 1 - k) + 0.01 * n
-            if key not in best or score > best[key][0]:
-                best[key] = (score, w, i)
-    keys = sorted(best)
-    owner = np.array([best[k][1] for k in keys], dtype=np.int64)
-    position = np.array([best[k][2] for k in keys], dtype=np.int64)
-    offsets = np.array([k[:2] for k in keys], dtype=np.int64).reshape(-1, 2)
-    return owner, position, offsets
-
-
-class QuestionAnsweringPipeline:
     def __init__(self, model: YosoOrtForQuestionAnswering, tokenizer, max_seq_len: int | None = None,
-                 doc_stride: int = 128, batch_size: int = 8):
-        if not getattr(tokenizer, "is_fast", False):
-            raise ValueError("the QA pipeline needs a fast tokenizer (tokenizer.json) for offset mapping")
-        self.model = model
-        self.tokenizer = tokenizer
+                 doc_stride: int | None = None, batch_size: int = 8, **defaults):
+        if doc_stride is not None:
+            defaults["doc_stride"] = doc_stride
+        explicit = "doc_stride" in defaults
+        super().__init__(model, tokenizer, batch_size=batch_size, **defaults)
         self.max_seq_len = min(int(max_seq_len or model.max_sequence_length), model.max_sequence_length)
-        if doc_stride < 0 or doc_stride >= self.max_seq_len // 2:
-            raise ValueError(f"doc_stride must be in [0, {self.max_seq_len // 2}), got {doc_stride}")
-        self.doc_stride = int(doc_stride)
-        self.batch_size = max(1, int(batch_size))
+        stride = int(self.defaults["doc_stride"])
+        if not explicit:  # the default (128) shrinks for short windows: at most a quarter of the window
+            stride = min(stride, self.max_seq_len // 4)
+        if stride < 0 or stride >= self.max_seq_len // 2:
+            raise ValueError(f"doc_stride must be in [0, {self.max_seq_len // 2}) for windows of {self.max_seq_len} "
+                             f"tokens, got {stride}; lower --doc-stride or raise --max-seq-len")
+        self.doc_stride = stride
+        self.defaults["doc_stride"] = stride
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path, provider: str = "cpu", max_seq_len: int | None = None,
-                        doc_stride: int = 128, batch_size: int = 8, **session_kwargs):
-        from transformers import AutoTokenizer
-
-        model_dir = Path(model_dir)
-        model = YosoOrtForQuestionAnswering.from_pretrained(model_dir, provider=provider, **session_kwargs)
-        if not (model_dir / "tokenizer.json").is_file():
-            raise FileNotFoundError(f"{str(model_dir)!r} has no tokenizer.json; export from a checkpoint with a fast tokenizer")
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-        return cls(model, tok, max_seq_len=max_seq_len, doc_stride=doc_stride, batch_size=batch_size)
+                        doc_stride: int | None = None, batch_size: int = 8, **kwargs):
+        kwargs["provider"] = provider
+        if max_seq_len is not None:
+            kwargs["max_seq_len"] = max_seq_len
+        if doc_stride is not None:
+            kwargs["doc_stride"] = doc_stride
+        return super().from_pretrained(model_dir, batch_size=batch_size, **kwargs)
 
     def encode(self, question: str, context: str):
-        enc = self.tokenizer(
-            question, context, truncation="only_second", max_length=self.max_seq_len, stride=self.doc_stride,
-            return_overflowing_tokens=True, return_offsets_mapping=True, padding="longest",
-        )
-        n_windows = len(enc["input_ids"])
-        if n_windows == 0 or all(s != 1 for s in enc.sequence_ids(0)):
-            raise ValueError("the question leaves no room for the context; shorten it or raise max_seq_len")
-        return enc
+        return self.tokenizer(question, context, truncation="only_second", max_length=self.max_seq_len,
+                              stride=self.doc_stride, return_overflowing=True, padding=True)
 
-    def answer(self, question: str, context: str, top_k: int = 1, max_answer_len: int = 30) -> list[Answer]:
+    def __call__(self, question: str, context: str, **params):
+        """transformers-style result: ``{"score", "start", "end", "answer"}`` for ``top_k=1``, else a list."""
+        opts = self._options(params)
+        answers = self.answer(question, context, top_k=opts["top_k"], max_answer_len=opts["max_answer_len"],
+                              handle_impossible_answer=opts["handle_impossible_answer"])
+        out = [{"score": a.score, "start": a.start, "end": a.end, "answer": a.answer} for a in answers]
+        return out[0] if opts["top_k"] == 1 and out else out
+
+    def answer(self, question: str, context: str, top_k: int = 1, max_answer_len: int = 30,
+               handle_impossible_answer: bool = False) -> list[Answer]:
         """The ``top_k`` best answers (highest score first) of ``question`` in ``context``."""
-        if not question or not question.strip():
+        if not isinstance(question, str) or not question.strip():
             raise ValueError("the question is empty")
-        if not context or not context.strip():
+        if not isinstance(context, str) or not context.strip():
             raise ValueError("the context is empty")
-        if top_k < 1 or max_answer_len < 1:
-            raise ValueError("top_k and max_answer_len must be >= 1")
+        if not isinstance(top_k, int) or not isinstance(max_answer_len, int) or top_k < 1 or max_answer_len < 1:
+            raise ValueError("top_k and max_answer_len must be integers >= 1")
         enc = self.encode(question, context)
-        ids = np.asarray(enc["input_ids"], dtype=np.int64)
-        mask = np.asarray(enc["attention_mask"], dtype=np.int64)
+        ids = enc["input_ids"]
+        mask = enc["attention_mask"]
+        names = getattr(self.model, "input_names", ["input_ids", "attention_mask"])
+        feeds_all = enc.model_inputs(names) if hasattr(enc, "model_inputs") else {"input_ids": ids, "attention_mask": mask}
         starts, ends = [], []
         for i in range(0, len(ids), self.batch_size):
-            out = self.model(input_ids=ids[i : i + self.batch_size], attention_mask=mask[i : i + self.batch_size])
+            out = self.model(**{k: v[i:i + self.batch_size] for k, v in feeds_all.items()})
             starts.append(out.start_logits)
             ends.append(out.end_logits)
-        start_logits, end_logits = np.concatenate(starts), np.concatenate(ends)
+        start_logits = np.concatenate(starts).astype(np.float64)
+        end_logits = np.concatenate(ends).astype(np.float64)
 
         # One sequence of context tokens, each with the logits of its max-context window (module doc).
         owner, position, offsets = stitch_windows(enc)
-        p_start = _softmax(start_logits[owner, position].astype(np.float64))
-        p_end = _softmax(end_logits[owner, position].astype(np.float64))
+        s_ctx, e_ctx = start_logits[owner, position], end_logits[owner, position]
         n = len(owner)
+        null = None
+        if handle_impossible_answer:
+            cls_id = self.tokenizer.cls_token_id
+            cls_pos = [int(np.flatnonzero(ids[w] == cls_id)[0]) if cls_id is not None and (ids[w] == cls_id).any()
+                       else 0 for w in range(len(ids))]
+            null_logit = [start_logits[w, p] + end_logits[w, p] for w, p in enumerate(cls_pos)]
+            w_null = int(np.argmin(null_logit))
+            p_start = _softmax(np.append(s_ctx, start_logits[w_null, cls_pos[w_null]]))
+            p_end = _softmax(np.append(e_ctx, end_logits[w_null, cls_pos[w_null]]))
+            null = Answer("", float(p_start[-1] * p_end[-1]), 0, 0, w_null)
+            p_start, p_end = p_start[:-1], p_end[:-1]
+        else:
+            p_start, p_end = _softmax(s_ctx), _softmax(e_ctx)
         span = min(max_answer_len, n)
         # scores[i, t] = p_start[i] * p_end[i + t], 0 <= t < max_answer_len, i + t < n
         padded = np.concatenate([p_end, np.zeros(span, dtype=np.float64)])
         scores = p_start[:, None] * np.stack([padded[t : t + n] for t in range(span)], axis=1)
         keep = min(top_k * 4, scores.size)
         flat = np.argpartition(scores, scores.size - keep, axis=None)[scores.size - keep:]
-        candidates = []
+        candidates = [] if null is None else [null]
         for idx in flat[np.argsort(scores.ravel()[flat])[::-1]]:
             i, t = np.unravel_index(idx, scores.shape)
             if scores[i, t] <= 0:
@@ -151,3 +155,6 @@ class QuestionAnsweringPipeline:
                 best[(a.start, a.end)] = a
         ranked = sorted(best.values(), key=lambda a: -a.score)
         return ranked[:top_k]
+
+
+__all__ = ["Answer", "QuestionAnsweringPipeline", "Tokenizer", "stitch_windows"]

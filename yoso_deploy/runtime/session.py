@@ -109,25 +109,39 @@ def resolve_providers(provider: str | list | tuple | None, device_id: int = 0,
     return out
 
 
-def _optimized_cache_path(model_path: Path, cache_dir: Path, level_name: str) -> Path:
+def _model_bytes(model) -> bytes | None:
+    """The serialized model for in-memory sources (bytes, or an ``onnx.ModelProto`` -- duck-typed, so onnx
+    is not imported here); ``None`` for a path."""
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        return bytes(model)
+    if hasattr(model, "SerializeToString"):
+        return model.SerializeToString()
+    return None
+
+
+def _optimized_cache_path(model_path: Path | None, data: bytes | None, cache_dir: Path, level_name: str) -> Path:
     import onnxruntime as ort
 
     h = hashlib.sha256()
-    with open(model_path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    if data is not None:
+        h.update(data)
+    else:
+        with open(model_path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
     h.update(f"{ort.__version__}|{level_name}|{ort_library_path().stat().st_size}".encode())
-    return cache_dir / f"{model_path.stem}.{h.hexdigest()[:16]}.opt.onnx"
+    stem = model_path.stem if model_path is not None else "model"
+    return cache_dir / f"{stem}.{h.hexdigest()[:16]}.opt.onnx"
 
 
-def _inference_session(path: Path | bytes, so, providers):
+def _inference_session(source, so, providers, what: str):
     import onnxruntime as ort
     from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
 
     try:
-        return ort.InferenceSession(path if isinstance(path, bytes) else str(path), sess_options=so, providers=providers)
+        return ort.InferenceSession(source if isinstance(source, bytes) else str(source), sess_options=so,
+                                    providers=providers)
     except InvalidProtobuf as e:
-        what = "the in-memory model" if isinstance(path, bytes) else repr(str(path))
         raise ModelLoadError(
             f"{what} is not a valid ONNX model (the file is corrupt or truncated: "
             f"{str(e).strip().splitlines()[0]}); re-export it with 'yoso-deploy export'"
@@ -135,7 +149,7 @@ def _inference_session(path: Path | bytes, so, providers):
 
 
 def create_session(
-    model_path: str | Path | bytes,
+    model_path,
     providers: str | list | None = None,
     intra_op_threads: int | None = None,
     inter_op_threads: int | None = None,
@@ -145,7 +159,9 @@ def create_session(
 ):
     """An ``InferenceSession`` for an exported YOSO model with ``libyoso_ort.so`` registered.
 
-    ``model_path``: the ``.onnx`` file, or the serialized model as ``bytes`` (e.g. an instrumented copy).
+    ``model_path``: a path (``~`` expanded), or the model in memory: ``bytes`` or an ``onnx.ModelProto``
+    (e.g. a copy of ``model.onnx`` with extra graph outputs).
+
     ``providers``: ``"cpu"`` (default), ``"cuda"``, or a list of ORT provider names. A requested
     provider that is unavailable is an error, never a silent fallback.
 
@@ -155,30 +171,28 @@ def create_session(
     """
     import onnxruntime as ort
 
-    if isinstance(model_path, bytes):
-        if optimized_cache_dir is not None:
-            raise ValueError("optimized_cache_dir needs a model file, not an in-memory model")
-        return _inference_session(model_path, session_options(intra_op_threads, inter_op_threads),
-                                  resolve_providers(providers, device_id=device_id, gpu_mem_limit=gpu_mem_limit))
-    model_path = Path(model_path)
-    if not model_path.is_file():
-        raise FileNotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
+    data = _model_bytes(model_path)
+    if data is None:
+        model_path = Path(os.path.expanduser(os.fspath(model_path)))
+        if not model_path.is_file():
+            raise FileNotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
+        source, what, path = model_path, repr(str(model_path)), model_path
+    else:
+        source, what, path = data, "the in-memory model", None
     prov = resolve_providers(providers, device_id=device_id, gpu_mem_limit=gpu_mem_limit)
     so = session_options(intra_op_threads, inter_op_threads)
-    path = model_path
     if optimized_cache_dir is not None:
-        cache_dir = Path(optimized_cache_dir)
+        cache_dir = Path(os.path.expanduser(os.fspath(optimized_cache_dir)))
         cache_dir.mkdir(parents=True, exist_ok=True)
-        cached = _optimized_cache_path(model_path, cache_dir, "extended")
+        cached = _optimized_cache_path(path, data, cache_dir, "extended")
         if cached.is_file():
             so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-            path = cached
-        else:
-            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-            tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
-            so.optimized_model_filepath = str(tmp)
-            sess = _inference_session(model_path, so, prov)
-            if tmp.is_file():
-                os.replace(tmp, cached)  # atomic: concurrent creators never see a partial file
-            return sess
-    return _inference_session(path, so, prov)
+            return _inference_session(cached, so, prov, repr(str(cached)))
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+        tmp = cached.with_name(cached.name + f".{os.getpid()}.tmp")
+        so.optimized_model_filepath = str(tmp)
+        sess = _inference_session(source, so, prov, what)
+        if tmp.is_file():
+            os.replace(tmp, cached)  # atomic: concurrent creators never see a partial file
+        return sess
+    return _inference_session(source, so, prov, what)

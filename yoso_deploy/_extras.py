@@ -1,0 +1,62 @@
+"""Optional dependencies (package extras) and the one-line error for a missing one.
+
+The base install (``pip install yoso-deploy``) is the runtime: onnxruntime, numpy, tokenizers, click.
+Everything else is an extra, as in Optimum:
+
+* ``[export]``: torch, transformers, onnx, onnxscript, safetensors -- export, the PyTorch reference, the
+  transformers.pipeline integration;
+* ``[validate]``: polygraphy, matplotlib -- ``validate`` and the plots of ``bench`` (with ``[export]`` for
+  the torch reference);
+* ``[gpu]``: onnxruntime-gpu, tensorrt -- CUDA machines only;
+* ``[all]``: every extra but ``[gpu]``.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+EXTRA_OF_MODULE = {
+    "torch": "export",
+    "transformers": "export",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnx_ir": "export",
+    "safetensors": "export",
+    "polygraphy": "validate",
+    "matplotlib": "validate",
+    "tensorrt": "gpu",
+}
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency is not installed; the message names the ``pip install`` to run."""
+
+
+def missing_extra(exc: BaseException, feature: str | None = None) -> MissingExtraError | None:
+    """A :class:`MissingExtraError` for ``exc`` if it is (or was raised ``from``) an ImportError of an
+    extra's module, else None."""
+    if isinstance(exc, MissingExtraError):
+        return exc
+    seen = 0
+    while not isinstance(exc, ImportError) and exc is not None and seen < 8:  # an error raised `from` one
+        exc, seen = exc.__cause__, seen + 1
+    if not isinstance(exc, ImportError):
+        return None
+    top = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF_MODULE.get(top)
+    if extra is None:
+        return None
+    what = f"{feature} needs" if feature else "this needs"
+    return MissingExtraError(f"{what} {top}, which is not installed; install the extra: "
+                             f"pip install 'yoso-deploy[{extra}]'")
+
+
+def require(module: str, feature: str):
+    """``import module`` or raise :class:`MissingExtraError` naming the extra to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        err = missing_extra(e, feature)
+        if err is None:
+            raise
+        raise err from e
