@@ -214,8 +214,9 @@ size_t ceil_div(int64_t a, int64_t b) { return static_cast<size_t>((a + b - 1) /
 // Kernel report (diagnostics and tests): YOSO_KERNEL_REPORT=<file>
 // ---------------------------------------------------------------------------------------------
 // Read when the kernel is created. If set, every Compute call appends one line:
-//   yoso-kernel op=FastHash node=<node> provider=CPUExecutionProvider kernel=avx2 cpu_avx2_fma=1
-//   tasks=<parallel tasks> <dims: B=.. H=.. S=.. D=.. m=.. tau=..>
+//   yoso-kernel op=FastHash node=<node> provider=CPUExecutionProvider kernel=avx2 tasks=<parallel
+//   tasks> <dims: B=.. H=.. S=.. D=.. m=.. tau=..> cpu_avx2_fma=1
+// (kernel: yoso::cpu::cpu_kernel_name of the dispatch's choice; cpu_avx2_fma: what the CPU supports).
 // with one write(2) on an O_APPEND descriptor (lines of concurrent calls never interleave). A file
 // that cannot be opened is reported once on stderr; inference is never affected.
 class KernelReport {
