@@ -217,3 +217,36 @@ def test_real_process_corrupt_onnx(dirs):
     assert d.returncode == 1, d.stderr
     assert "Traceback (most recent call last)" in d.stderr and "ModelLoadError" in d.stderr, d.stderr[-3000:]
     assert "InvalidProtobuf" in d.stderr  # the underlying ONNX Runtime error is chained
+
+
+def _path_options():
+    import click
+    from yoso_deploy.cli import ExpandedPath
+    groups = [(main, "")]
+    while groups:
+        group, prefix = groups.pop()
+        for name, cmd in sorted(group.commands.items()):
+            if isinstance(cmd, click.Group):
+                groups.append((cmd, f"{prefix}{name} "))
+                continue
+            for p in cmd.params:
+                if isinstance(p.type, click.Path):
+                    yield f"{prefix}{name} {p.opts[0]}", isinstance(p.type, ExpandedPath)
+
+
+def test_every_path_option_expands_home():
+    """``--model=~/x`` reaches click unexpanded (the shell expands ``~`` only at the start of a word)."""
+    options = list(_path_options())
+    assert len(options) >= 15, options  # export, run, qa, validate, bench, build-engine... all have paths
+    assert [o for o, expanded in options if not expanded] == []
+
+
+def test_home_relative_export_dir(dirs, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    shutil.copytree(dirs["export"], home / "exp")
+    monkeypatch.setenv("HOME", str(home))
+    out = home / "o.json"
+    r = _invoke(["run", "--model=~/exp", "--input", FEED, "--output-json=~/o.json"])
+    assert r.exit_code == 0, r.output
+    assert "start_logits" in json.loads(out.read_text())

@@ -83,12 +83,12 @@ TASK_HELP = (  # from the task registry
 
 
 @main.command("export")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Hugging Face YOSO checkpoint directory (config.json + weights). Default: the embedded model in model/.")
 @click.option("--task", default=None,
               help=TASK_HELP + " Default: the checkpoint's architecture (config.json 'architectures'); a task whose "
                    "head the checkpoint lacks is refused (base is always allowed).")
-@click.option("--output", "-o", type=click.Path(path_type=Path), required=True,
+@click.option("--output", "-o", type=ExpandedPath(path_type=Path), required=True,
               help="Output directory (new or empty, or a previous export to replace).")
 @click.option("--attention", type=click.Choice(["lsh", "expectation"]), default="lsh", show_default=True,
               help="lsh: FastHash + LSHCumulation custom ops (linear cost); expectation: exact YOSO-E with standard ONNX ops.")
@@ -420,9 +420,9 @@ def _range3(value: str, what: str) -> tuple[int, int, int]:
 
 
 @main.command("build-engine")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
-@click.option("--output", "-o", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--output", "-o", type=ExpandedPath(path_type=Path, dir_okay=False), default=None,
               help="Engine file to write (default: <model>/model.plan).")
 @click.option("--plugins", default="auto", show_default=True,
               help="TensorRT plugin library: 'auto' (the installed libyoso_trt.so), a path to libyoso_trt.so "
@@ -439,7 +439,7 @@ def _range3(value: str, what: str) -> tuple[int, int, int]:
               help="Let TensorRT run layers in fp16 (weakly typed network + BuilderFlag.FP16). Default: strongly "
                    "typed, every precision from the ONNX model (export with --dtype fp16 for an fp16 model).")
 @click.option("--workspace-mb", type=click.IntRange(min=1), default=None, help="Limit of TensorRT's workspace pool, MiB.")
-@click.option("--timing-cache", type=click.Path(path_type=Path, dir_okay=False), default=None,
+@click.option("--timing-cache", type=ExpandedPath(path_type=Path, dir_okay=False), default=None,
               help="Timing cache file to read (if present) and update.")
 @click.option("--verbose", is_flag=True, help="Show TensorRT's verbose log.")
 def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_shapes, opt_shapes, max_shapes, fp16,
@@ -476,7 +476,7 @@ def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_sha
 
 
 @main.command("validate")
-@click.option("--model", "model_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Export directory (default: out/qa, where 'scripts/main.sh' exports the default model).")
 @click.option("--backends", default="torch,ort-cpu,ort-cuda,trt", show_default=True,
               help="Comma-separated backends; torch is the reference. Also ort-portable (stock ONNX Runtime, the "
@@ -492,11 +492,11 @@ def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_sha
 @click.option("--tie-bound-scale", type=float, default=1.0, show_default=True,
               help="Multiplier of the float32 tie bound of LSH codes (plugins/OPS.md section 5); raise only for "
                    "backends that compute projections in lower precision (e.g. TF32).")
-@click.option("--inputs", type=click.Path(path_type=Path), default=None,
+@click.option("--inputs", type=ExpandedPath(path_type=Path), default=None,
               help="Use these inputs instead of generated ones: .npz, or JSON (object or list of objects, name -> nested list).")
-@click.option("--reference", type=click.Path(path_type=Path), default=None,
+@click.option("--reference", type=ExpandedPath(path_type=Path), default=None,
               help="Checkpoint directory of the PyTorch reference (default: the export's source model).")
-@click.option("--report", "report_dir", type=click.Path(path_type=Path), default=None,
+@click.option("--report", "report_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Write validation.json and validation.md here.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--allow-failed-export", is_flag=True, help="Validate an export whose post-export check failed.")
