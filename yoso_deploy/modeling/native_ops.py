@@ -219,44 +219,7 @@ def lsh_cumulation(query_codes: torch.Tensor, key_codes: torch.Tensor, query_mas
 # --------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("yoso::fast_hash_native", mutates_args=())
-def _fast_hash_native_op(
-    x: torch.Tensor, mask: torch.Tensor, signs: torch.Tensor, num_hash: int, hash_code_len: int
-) -> torch.Tensor:
-    return fast_hash(x, mask, signs, num_hash, hash_code_len)
-
-
-@_fast_hash_native_op.register_fake
-def _(x, mask, signs, num_hash, hash_code_len):
-    return x.new_empty((x.shape[0], x.shape[1], x.shape[2], num_hash), dtype=torch.int32)
-
-
-@torch.library.custom_op("yoso::lsh_cumulation_native", mutates_args=())
-def _lsh_cumulation_native_op(
-    query_codes: torch.Tensor,
-    key_codes: torch.Tensor,
-    query_mask: torch.Tensor,
-    key_mask: torch.Tensor,
-    value: torch.Tensor,
-    hash_code_len: int,
-) -> torch.Tensor:
-    return lsh_cumulation(query_codes, key_codes, query_mask, key_mask, value, hash_code_len)
-
-
-@_lsh_cumulation_native_op.register_fake
-def _(query_codes, key_codes, query_mask, key_mask, value, hash_code_len):
-    return value.new_empty((value.shape[0], value.shape[1], query_codes.shape[2], value.shape[3]))
-
-
-def _lsh_backward(ctx, grad):
-    # The reference's formula (ops._lsh_cumulation_backward), on the native kernels.
-    qc, kc, qm, km = ctx.saved_tensors
-    grad_value = torch.ops.yoso.lsh_cumulation_native(kc, qc, km, qm, grad.contiguous(), ctx.hash_code_len)
-    return None, None, None, None, grad_value, None
-
-
-torch.library.register_autograd("yoso::lsh_cumulation_native", _lsh_backward,
-                                setup_context=_reference._lsh_cumulation_setup)
+_reference.register_ops("_native", fast_hash, lsh_cumulation)
 
 
 def _exporting() -> bool:

@@ -305,48 +305,48 @@ def expectation_weights(
 # --------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("yoso::fast_hash", mutates_args=())
-def _fast_hash_op(
-    x: torch.Tensor, mask: torch.Tensor, signs: torch.Tensor, num_hash: int, hash_code_len: int
-) -> torch.Tensor:
-    return fast_hash(x, mask, signs, num_hash, hash_code_len)
+def register_ops(suffix: str, fast_hash_fn, lsh_cumulation_fn) -> None:
+    """Register ``yoso::fast_hash{suffix}`` and ``yoso::lsh_cumulation{suffix}`` (fake kernels for
+    torch.export, and LSHCumulation's gradient: the op itself with queries and keys swapped) over one
+    implementation of the contract's functions (the reference's below, or native_ops' kernels)."""
+
+    @torch.library.custom_op(f"yoso::fast_hash{suffix}", mutates_args=())
+    def _fast_hash_op(
+        x: torch.Tensor, mask: torch.Tensor, signs: torch.Tensor, num_hash: int, hash_code_len: int
+    ) -> torch.Tensor:
+        return fast_hash_fn(x, mask, signs, num_hash, hash_code_len)
+
+    @_fast_hash_op.register_fake
+    def _(x, mask, signs, num_hash, hash_code_len):
+        return x.new_empty((x.shape[0], x.shape[1], x.shape[2], num_hash), dtype=torch.int32)
+
+    @torch.library.custom_op(f"yoso::lsh_cumulation{suffix}", mutates_args=())
+    def _lsh_cumulation_op(
+        query_codes: torch.Tensor,
+        key_codes: torch.Tensor,
+        query_mask: torch.Tensor,
+        key_mask: torch.Tensor,
+        value: torch.Tensor,
+        hash_code_len: int,
+    ) -> torch.Tensor:
+        return lsh_cumulation_fn(query_codes, key_codes, query_mask, key_mask, value, hash_code_len)
+
+    @_lsh_cumulation_op.register_fake
+    def _(query_codes, key_codes, query_mask, key_mask, value, hash_code_len):
+        return value.new_empty((value.shape[0], value.shape[1], query_codes.shape[2], value.shape[3]))
+
+    def setup(ctx, inputs, output):
+        ctx.save_for_backward(inputs[0], inputs[1], inputs[2], inputs[3])
+        ctx.hash_code_len = inputs[5]
+
+    def backward(ctx, grad):
+        # d out[q] / d value[k] = (1/m) * #{f : codes match} for unmasked q, k: the transpose of the
+        # forward map, i.e. LSHCumulation with the roles of queries and keys swapped.
+        qc, kc, qm, km = ctx.saved_tensors
+        grad_value = _lsh_cumulation_op(kc, qc, km, qm, grad.contiguous(), ctx.hash_code_len)
+        return None, None, None, None, grad_value, None
+
+    torch.library.register_autograd(f"yoso::lsh_cumulation{suffix}", backward, setup_context=setup)
 
 
-@_fast_hash_op.register_fake
-def _(x, mask, signs, num_hash, hash_code_len):
-    return x.new_empty((x.shape[0], x.shape[1], x.shape[2], num_hash), dtype=torch.int32)
-
-
-@torch.library.custom_op("yoso::lsh_cumulation", mutates_args=())
-def _lsh_cumulation_op(
-    query_codes: torch.Tensor,
-    key_codes: torch.Tensor,
-    query_mask: torch.Tensor,
-    key_mask: torch.Tensor,
-    value: torch.Tensor,
-    hash_code_len: int,
-) -> torch.Tensor:
-    return lsh_cumulation(query_codes, key_codes, query_mask, key_mask, value, hash_code_len)
-
-
-@_lsh_cumulation_op.register_fake
-def _(query_codes, key_codes, query_mask, key_mask, value, hash_code_len):
-    return value.new_empty((value.shape[0], value.shape[1], query_codes.shape[2], value.shape[3]))
-
-
-def _lsh_cumulation_setup(ctx, inputs, output):
-    ctx.save_for_backward(inputs[0], inputs[1], inputs[2], inputs[3])
-    ctx.hash_code_len = inputs[5]
-
-
-def _lsh_cumulation_backward(ctx, grad):
-    # d out[q] / d value[k] = (1/m) * #{f : codes match} for unmasked q, k: the transpose of the
-    # forward map, i.e. LSHCumulation with the roles of queries and keys swapped.
-    qc, kc, qm, km = ctx.saved_tensors
-    grad_value = lsh_cumulation(kc, qc, km, qm, grad, ctx.hash_code_len)
-    return None, None, None, None, grad_value, None
-
-
-torch.library.register_autograd(
-    "yoso::lsh_cumulation", _lsh_cumulation_backward, setup_context=_lsh_cumulation_setup
-)
+register_ops("", fast_hash, lsh_cumulation)
