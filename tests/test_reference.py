@@ -210,3 +210,25 @@ def test_bad_checkpoint_dirs(tmp_path):
     with pytest.raises(ValueError, match="unknown task"):
         canonical_task("summarization")
     assert canonical_task("question-answering") == "qa"
+
+
+def test_lsh_cumulation_gradient_is_the_dense_formula():
+    """yoso::lsh_cumulation's registered gradient equals autograd through out = W @ value with
+    W[q, k] = (1/m) #{f : query code f == key code f}, masked queries and keys dropped."""
+    g = torch.Generator().manual_seed(3)
+    b, h, sq, sk, m, tau, dv = 2, 3, 7, 5, 4, 2, 6
+    qc = torch.randint(0, 2 ** tau, (b, h, sq, m), generator=g, dtype=torch.int32)
+    kc = torch.randint(0, 2 ** tau, (b, h, sk, m), generator=g, dtype=torch.int32)
+    qm = torch.tensor([[1] * 7, [1] * 4 + [0] * 3], dtype=torch.int32)
+    km = torch.tensor([[1] * 5, [1] * 3 + [0] * 2], dtype=torch.int32)
+    v = torch.randn(b, h, sk, dv, generator=g, requires_grad=True)
+    w_out = torch.randn(b, h, sq, dv, generator=g)
+    (torch.ops.yoso.lsh_cumulation(qc, kc, qm, km, v, tau) * w_out).sum().backward()
+    got = v.grad.clone()
+    v.grad = None
+    w = (qc[:, :, :, None, :] == kc[:, :, None, :, :]).float().mean(-1)
+    w = w * qm[:, None, :, None].float() * km[:, None, None, :].float()
+    dense = w @ v
+    assert torch.allclose(dense, torch.ops.yoso.lsh_cumulation(qc, kc, qm, km, v, tau), atol=1e-6)
+    (dense * w_out).sum().backward()
+    assert torch.allclose(got, v.grad, atol=1e-6)
