@@ -64,6 +64,15 @@ NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
 CLS_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
 
 
+def random_checkpoint(path, task: str, seed: int = 11, **config):
+    """A randomly initialised ``small_config`` checkpoint of ``task`` saved at ``path``."""
+    from yoso_deploy.modeling import TASK_CLASSES
+
+    torch.manual_seed(seed)
+    TASK_CLASSES[task](small_config(**config)).save_pretrained(path)
+    return path
+
+
 def tiny_checkpoint(path, task: str, seed: int = 0, **config):
     """A random tiny checkpoint of ``task`` with the embedded model's tokenizer files (so pipelines and
     transformers' AutoTokenizer work). Classification heads get named labels; their weights are scaled

@@ -5,8 +5,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-import torch
-from conftest import small_config
+from conftest import random_checkpoint, small_config
 
 from yoso_deploy.export import ExportError, export, io_spec, make_inputs, register_schemas
 from yoso_deploy.modeling import TASK_CLASSES, load_model
@@ -14,12 +13,6 @@ from yoso_deploy.parity import check_onnxruntime
 
 TASKS = list(TASK_CLASSES)
 SHAPES = [(1, 1), (2, 7), (3, 64), (2, 300)]
-
-
-def make_checkpoint(path, task, **cfg):
-    torch.manual_seed(11)
-    TASK_CLASSES[task](small_config(**cfg)).save_pretrained(path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +23,7 @@ def exports(tmp_path_factory):
         key = (task, attention, tuple(sorted(cfg.items())))
         if key not in cache:
             base = tmp_path_factory.mktemp(f"{task}-{attention}")
-            ckpt = make_checkpoint(base / "ckpt", task, **cfg)
+            ckpt = random_checkpoint(base / "ckpt", task, **cfg)
             result = export(ckpt, base / "onnx", task=task, attention=attention, debug_codes=True, validate=False)
             cache[key] = (ckpt, result)
         return cache[key]
@@ -123,7 +116,7 @@ def test_expectation_export_uses_standard_ops_only(exports):
 
 
 def test_export_with_parity_check(tmp_path):
-    ckpt = make_checkpoint(tmp_path / "ckpt", "token-classification")
+    ckpt = random_checkpoint(tmp_path / "ckpt", "token-classification")
     result = export(ckpt, tmp_path / "out", task="ner", attention="lsh", opset=17)
     assert result.ok and result.parity.passed
     assert result.manifest["opset"] == 17 and result.manifest["parity"]["status"] == "passed"
@@ -136,7 +129,7 @@ def test_export_with_parity_check(tmp_path):
 
 
 def test_export_errors(tmp_path):
-    ckpt = make_checkpoint(tmp_path / "ckpt", "qa")
+    ckpt = random_checkpoint(tmp_path / "ckpt", "qa")
     with pytest.raises(ValueError, match="unknown task"):
         export(ckpt, tmp_path / "o1", task="translation")
     with pytest.raises(ExportError, match="unsupported opset 9"):
@@ -157,7 +150,7 @@ def test_export_errors(tmp_path):
 
 @pytest.mark.parametrize("attention", ["lsh", "expectation"])
 def test_fp16_export(tmp_path, attention):
-    ckpt = make_checkpoint(tmp_path / "ckpt", "qa")
+    ckpt = random_checkpoint(tmp_path / "ckpt", "qa")
     result = export(ckpt, tmp_path / "out", task="qa", attention=attention, dtype="fp16")
     assert result.manifest["dtype"] == "fp16"
     assert [t["dtype"] for t in result.manifest["outputs"]] == ["float16", "float16"]

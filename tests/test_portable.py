@@ -14,7 +14,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import small_config
+from conftest import random_checkpoint, small_config
 from onnx.reference import ReferenceEvaluator
 
 from yoso_deploy.backends_portable import (
@@ -46,12 +46,6 @@ OUTPUT_ATOL = 1e-5
 BODY_OPS = {"TopK", "Loop", "ScatterElements", "CumSum"}  # ops only the bodies use (the model has MatMul too)
 
 
-def _checkpoint(path, task, **cfg):
-    torch.manual_seed(11)
-    TASK_CLASSES[task](small_config(**cfg)).save_pretrained(path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def exports(tmp_path_factory):
     cache = {}
@@ -60,7 +54,7 @@ def exports(tmp_path_factory):
         key = (task, portable, tuple(sorted(cfg.items())))
         if key not in cache:
             base = tmp_path_factory.mktemp(f"{task}-{portable}")
-            ckpt = _checkpoint(base / "ckpt", task, **cfg)
+            ckpt = random_checkpoint(base / "ckpt", task, **cfg)
             cache[key] = export(ckpt, base / "onnx", task=task, debug_codes=True, validate=False, portable=portable)
         return cache[key]
 
