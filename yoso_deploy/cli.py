@@ -619,5 +619,12 @@ def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, ma
         click.echo(f"{rank}. {shown}  score {a.score:.4f}  span [{a.start}, {a.end})")
 
 
+# serve, triton-repo, batch (yoso_deploy/cli_serving.py)
+from .cli_serving import COMMANDS as _SERVING_COMMANDS  # noqa: E402
+
+for _cmd in _SERVING_COMMANDS:
+    main.add_command(_cmd)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -138,3 +138,51 @@ def run_record(pipe, task: str, record) -> object:
         wrap = (lambda v: {"embedding": to_json(v)})
         return wrap(vecs) if isinstance(texts, str) else [wrap(v) for v in vecs]
     return to_json(pipe(texts, **f))
+
+
+# Tasks whose pipeline takes a list of texts in one call (the rows share runs, padded to the longest).
+LIST_TASKS = ("sequence-classification", "token-classification", "mlm", "base")
+
+
+def run_records(pipe, task: str, records: list) -> list:
+    """Run many records; returns, per record, ``("ok", result)`` or ``("error", one-line message)``.
+
+    Records of a list task (:data:`LIST_TASKS`) with a single ``text`` and the same options go to the pipeline
+    in one call (one run per ``batch_size`` rows); if that call fails, each is run alone, so one bad record
+    yields one error and never fails the others."""
+    out: list = [None] * len(records)
+    groups: dict[str, list[int]] = {}
+    for i, rec in enumerate(records):
+        try:
+            f = check_record(task, rec)
+        except RecordError as e:
+            out[i] = ("error", str(e))
+            continue
+        if task in LIST_TASKS and isinstance(f["text"], str) and not isinstance(f.get("text_pair"), list):
+            key = repr(sorted((k, v) for k, v in f.items() if k != "text"))
+            groups.setdefault(key, []).append(i)
+        else:
+            out[i] = _one(pipe, task, rec)
+    for idx in groups.values():
+        if len(idx) > 1:
+            f = check_record(task, records[idx[0]])
+            texts = [records[i]["text"] for i in idx]
+            try:
+                combined = run_record(pipe, task, {**f, "text": texts})
+            except Exception:  # noqa: BLE001 - fall back to one record at a time to isolate the bad one
+                combined = None
+            if combined is not None:
+                for i, r in zip(idx, combined):
+                    out[i] = ("ok", r)
+                continue
+        for i in idx:
+            out[i] = _one(pipe, task, records[i])
+    return out
+
+
+def _one(pipe, task: str, record) -> tuple:
+    try:
+        return ("ok", run_record(pipe, task, record))
+    except Exception as e:  # noqa: BLE001 - a record's failure is its error record, never a crash
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return ("error", msg)
