@@ -79,6 +79,9 @@ def _json_header(body: bytes, headers) -> tuple[dict, bytes]:
     else:
         head, rest = body, b""
     if not head.strip():
+        if length is not None:
+            raise ProtocolError(f"header Inference-Header-Content-Length is {length}, which leaves the JSON header "
+                                "empty; it must be the size of the JSON part at the start of the body")
         raise ProtocolError('the request body is empty; send a JSON object {"inputs": [...]}')
     try:
         obj = json.loads(head)
@@ -108,6 +111,9 @@ def _flatten_json(data, where: str, dtype: np.dtype) -> np.ndarray:
     except ValueError:
         raise ProtocolError(f"{where}.data is ragged (nested lists of different lengths); send it flat, in "
                             "row-major order") from None
+    if arr.dtype == object and all(isinstance(x, int) for x in arr.ravel()):  # beyond int64
+        big = max(arr.ravel(), key=abs)
+        raise ProtocolError(f"{where}.data holds {big}, outside the range of {DATATYPE_OF[dtype]}")
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise ProtocolError(f"{where}.data must hold numbers, got {arr.dtype.kind == 'U' and 'strings' or 'mixed values'}")
     if dtype.kind in "iu" and arr.size and arr.dtype.kind == "f":
