@@ -30,6 +30,33 @@ DEFAULTS = {"replicas": 1, "max_batch_size": 8, "batch_wait_ms": 5.0, "threads":
             "optimized_cache_dir": None}
 
 
+def _bind_replica_grpc_to_loopback() -> None:
+    """In a loopback-only cluster (:func:`loopback_only_env`), bind the replica's inter-deployment gRPC server
+    to 127.0.0.1 instead of ``[::]`` (Ray 2.60 hard-codes all interfaces there; every other Ray server follows
+    the node address). Clients reach it at the node address, which is 127.0.0.1 in such a cluster. If Ray's
+    internals differ, nothing is changed (``tests/test_serving_ray.py`` checks every socket)."""
+    if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
+        return
+    try:
+        from ray.serve._private import replica
+    except ImportError:
+        return
+    original = getattr(replica, "add_port_to_grpc_server", None)
+    if original is None or getattr(original, "_yoso_loopback", False):
+        return
+
+    def add_port(server, address):
+        if isinstance(address, str) and address.startswith("[::]:"):
+            address = "127.0.0.1:" + address[len("[::]:"):]
+        return original(server, address)
+
+    add_port._yoso_loopback = True
+    replica.add_port_to_grpc_server = add_port
+
+
+_bind_replica_grpc_to_loopback()
+
+
 def _rows(items) -> int:
     return sum(it.rows for it in items)
 
