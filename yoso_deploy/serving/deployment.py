@@ -74,6 +74,7 @@ class YosoModelDeployment:
                                       allow_failed_export=allow_failed_export, max_request_bytes=max_request_bytes,
                                       pipeline_threads=pipeline_threads, submit=self._submit,
                                       optimized_cache_dir=optimized_cache_dir)
+        self.server.stats_fn = self.stats
         self._batched.set_max_batch_size(int(max_batch_size))
         self._batched.set_batch_wait_timeout_s(float(batch_wait_ms) / 1000.0)
 
@@ -100,7 +101,10 @@ class YosoModelDeployment:
 
     def stats(self) -> dict:
         """Counters, batching histogram, pid and the heavy modules loaded in this replica (for tests, benchmarks)."""
-        return {**self.server.stats(), "batching_enabled": self.batching}
+        import ray
+
+        return {**self.server.stats(), "batching_enabled": self.batching,
+                "node_id": ray.get_runtime_context().get_node_id()}
 
 
 def _parse(args: dict) -> dict:

@@ -115,6 +115,7 @@ class InferenceServer:
         self._seq_axes = sequence_axes(self.manifest)
         self._fixed_dims = {o["name"]: o["dims"] for o in self.manifest["outputs"]}
         self._submit = submit or self.run_one
+        self.stats_fn = self.stats  # the deployment adds Ray facts
         self._run_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="yoso-run")
         self._pipe_pool = ThreadPoolExecutor(max_workers=max(1, int(pipeline_threads)), thread_name_prefix="yoso-pipe")
         self._loop = None
@@ -232,7 +233,7 @@ class InferenceServer:
                 raise ProtocolError(f"unknown model {m['name']!r}; this server serves {self.name!r}", status=404)
             if m["task"] == "stats":
                 self._method(method, "GET")
-                return self._json(self.stats())
+                return self._json(self.stats_fn())
             self._method(method, "POST")
             return await self._task(m["task"], body)
         raise ProtocolError(f"no endpoint {method} {path!r}; this server has /v2/health/ready, "
