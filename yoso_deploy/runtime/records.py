@@ -94,12 +94,13 @@ def check_record(task: str, record) -> dict:
         raise RecordError(f"a {task} record must be a JSON object {example(task)}, got a JSON {type(record).__name__}")
     fields = {k: v for k, v in record.items() if k not in RESERVED}
     missing = [k for k in required if k not in fields]
+    unknown = [k for k in fields if k not in required and k not in optional]
+    if unknown:  # first: a misspelt field is also why a required one is "missing"
+        allowed = ", ".join(list(required) + list(optional))
+        also = f" (and {missing[0]!r} is missing)" if missing else ""
+        raise RecordError(f"unknown field {unknown[0]!r} for task {task}{also}; the fields are: {allowed}")
     if missing:
         raise RecordError(f"missing field {missing[0]!r}; a {task} record is {example(task)}")
-    unknown = [k for k in fields if k not in required and k not in optional]
-    if unknown:
-        allowed = ", ".join(list(required) + list(optional))
-        raise RecordError(f"unknown field {unknown[0]!r} for task {task}; the fields are: {allowed}")
     for k, v in fields.items():
         check, what = required.get(k) or optional[k]
         if not check(v):
