@@ -31,7 +31,10 @@ def _env():
 
 
 def _serve(args):
-    return subprocess.Popen([sys.executable, "-c", PROBE, "serve", *args], cwd=REPO, env=_env(),
+    # A RAY_ADDRESS (or another cluster on the machine) must not be joined without --address: the command's
+    # shutdown would stop that cluster's Serve. Nothing listens on port 1, so joining it would fail.
+    env = {**_env(), "RAY_ADDRESS": "127.0.0.1:1"}
+    return subprocess.Popen([sys.executable, "-c", PROBE, "serve", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

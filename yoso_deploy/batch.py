@@ -221,7 +221,8 @@ def _run_ray(model_dir, task, pending, batch_size, address=None, workers=1, thre
         from .serving.deployment import loopback_only_env
 
         loopback_only_env()
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
+        # a new instance of our own, never one found through RAY_ADDRESS or /tmp/ray/ray_current_cluster
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     elif not ray.is_initialized():
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
     try:

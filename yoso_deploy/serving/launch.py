@@ -1,7 +1,8 @@
 """``yoso-deploy serve``: start (or join) Ray, run the Serve application, stop cleanly on Ctrl-C / SIGTERM.
 
-Without ``address`` a private local Ray instance is started (no dashboard, servers on 127.0.0.1 when the
-host is loopback) and shut down on exit, so no Ray process outlives the command. With ``address``
+Without ``address`` a private local Ray instance is started -- always a new one (no dashboard, servers on
+127.0.0.1 when the host is loopback); a cluster already running on the machine, or named by ``RAY_ADDRESS``,
+is left alone -- and shut down on exit, so no Ray process outlives the command. With ``address``
 (``auto`` or ``HOST:PORT`` of a running cluster) the application is deployed there and deleted on exit;
 the cluster itself is left running.
 """
@@ -48,7 +49,9 @@ def serve_model(model, replicas: int = 1, max_batch_size: int = 8, batch_wait_ms
     if own_cluster:
         if host in LOOPBACK:
             loopback_only_env()
-        ray.init(include_dashboard=False, log_to_driver=False, logging_level="WARNING",
+        # address="local": always a new instance of our own -- never a cluster found through RAY_ADDRESS or
+        # /tmp/ray/ray_current_cluster (someone else's, whose Serve the shutdown below would stop)
+        ray.init(address="local", include_dashboard=False, log_to_driver=False, logging_level="WARNING",
                  configure_logging=True)
     else:
         ray.init(address=address, log_to_driver=False, logging_level="WARNING")
