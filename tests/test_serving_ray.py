@@ -163,3 +163,50 @@ def test_ray_servers_listen_on_loopback_only(served):
     socks = ray_sockets_on_loopback()
     port, _ = served
     assert any(a.endswith(f":{port}") for a in socks), socks
+
+
+def test_yoso4096_sized_model_at_4096_tokens_under_a_route_prefix(served, yoso4096_export):
+    """The size users deploy (uw-madison/yoso-4096 configuration, 2 layers): a second application under a route
+    prefix; two concurrent requests of 4096 and 1500 tokens share a dynamic batch (padded to 4096) and each
+    equals the runtime alone."""
+    from ray import serve
+
+    from yoso_deploy.runtime import YosoOrtModel
+    from yoso_deploy.serving import build_app
+
+    port, _ = served
+    serve.run(build_app({"model": str(yoso4096_export), "name": "y4096", "max_batch_size": 2, "batch_wait_ms": 200,
+                         "threads": 1, "num_cpus": 0.5}), name="y4096", route_prefix="/big")
+    try:
+        model = YosoOrtModel.from_pretrained(yoso4096_export, intra_op_threads=1)
+        vocab = int(model.config["vocab_size"])
+        rng = np.random.default_rng(4096)
+        reqs = [rng.integers(5, vocab, (1, n)) for n in (4096, 1500)]
+        assert request(port, "GET", "/big/v2/models/y4096/ready")[0] == 200
+        barrier = threading.Barrier(2)
+
+        def one(ids):
+            body = {"inputs": [{"name": "input_ids", "shape": list(ids.shape), "datatype": "INT64",
+                                "data": ids.ravel().tolist()}]}
+            barrier.wait()
+            status, _, payload = request(port, "POST", "/big/v2/models/y4096/infer", body, timeout=300)
+            assert status == 200, payload[:300]
+            return {o["name"]: np.array(o["data"], dtype=np.float32).reshape(o["shape"])
+                    for o in json.loads(payload)["outputs"]}
+
+        before = json.loads(request(port, "GET", "/big/v1/y4096/stats")[2])["batching"]
+        with ThreadPoolExecutor(2) as pool:
+            got = list(pool.map(one, reqs))
+        after = json.loads(request(port, "GET", "/big/v1/y4096/stats")[2])["batching"]
+        for ids, out in zip(reqs, got):
+            alone = model.run({"input_ids": ids})
+            for name, want in alone.items():
+                assert out[name].shape == want.shape
+                scale = float(np.abs(want).max())
+                np.testing.assert_allclose(out[name], want, rtol=0, atol=1e-4 * scale)
+        print(f"\nyoso-4096 at 4096 + 1500 tokens: {after['runs'] - before['runs']} run(s), padded tokens "
+              f"{after['padded_tokens'] - before['padded_tokens']}")
+        assert after["items"] - before["items"] == 2
+        assert request(port, "GET", "/v2/models/qa/ready")[0] == 200  # the other application is untouched
+    finally:
+        serve.delete("y4096")

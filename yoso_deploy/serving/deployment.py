@@ -57,6 +57,16 @@ def _bind_replica_grpc_to_loopback() -> None:
 _bind_replica_grpc_to_loopback()
 
 
+def _app_path(request: Request) -> str:
+    """The request's path below the application's route prefix (``serve run ... route_prefix=/yoso``: the
+    endpoints are then ``/yoso/v2/...``)."""
+    path = request.url.path
+    root = (request.scope.get("root_path") or "").rstrip("/")
+    if root and (path == root or path.startswith(root + "/")):
+        path = path[len(root):] or "/"
+    return path
+
+
 def _rows(items) -> int:
     return sum(it.rows for it in items)
 
@@ -95,7 +105,7 @@ class YosoModelDeployment:
                 b'request"}' % self.server.max_request_bytes)
         else:
             body = await request.body()
-            status, headers, body = await self.server.handle(request.method, request.url.path, dict(request.headers),
+            status, headers, body = await self.server.handle(request.method, _app_path(request), dict(request.headers),
                                                              body)
         return Response(content=body, status_code=status, headers=headers)
 
