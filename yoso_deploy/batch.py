@@ -234,7 +234,8 @@ def _run_ray(model_dir, task, pending, batch_size, address=None, workers=1, thre
         items = [{"id": json.dumps(rid), "record": json.dumps(rec)} for rid, rec in pending]
         blocks = max(1, min(len(items), workers * 4, -(-len(items) // batch_size)))
         ds = ray.data.from_items(items, override_num_blocks=blocks)
-        out = ds.map_batches(RecordWorker, batch_size=batch_size, concurrency=workers, num_cpus=num_cpus,
+        out = ds.map_batches(RecordWorker, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
+                             num_cpus=num_cpus,
                              batch_format="numpy",
                              fn_constructor_kwargs={"model_dir": str(model_dir), "task": task, "threads": threads,
                                                     "allow_failed_export": allow_failed_export,
