@@ -20,6 +20,9 @@ LIGHT_MODULES = ["yoso_deploy", "yoso_deploy.tasks", "yoso_deploy.manifest", "yo
                  "yoso_deploy.export.spec"]
 LIGHT_MODULES += [m.name for m in pkgutil.iter_modules([str(REPO / "yoso_deploy" / "runtime")], "yoso_deploy.runtime.")]
 LIGHT_MODULES += ["yoso_deploy.runtime"]
+# serving sits on the runtime: Ray Serve / Ray Data / tritonclient, never torch or transformers
+LIGHT_MODULES += [m.name for m in pkgutil.iter_modules([str(REPO / "yoso_deploy" / "serving")], "yoso_deploy.serving.")]
+LIGHT_MODULES += ["yoso_deploy.serving", "yoso_deploy.triton_repo", "yoso_deploy.batch", "yoso_deploy.cli_serving"]
 
 PROBE = """
 import atexit, json, sys

@@ -115,3 +115,29 @@ def test_shared_between_threads(tokenizers):
     for t in threads:
         t.join()
     assert not errors, errors
+
+
+def test_token_counts_while_other_threads_encode_pairs(tokenizers):
+    """token_count (used to check the room for QA windows) runs while other threads hold the Rust tokenizer in
+    only_second truncation: it must not see that state ("Truncation error: Second sequence not provided", found
+    under concurrent serving load)."""
+    ours, _ = tokenizers
+    want = len(ours._tk.encode(CONTEXT, add_special_tokens=False).ids)
+    errors = []
+
+    def work(k):
+        try:
+            for _ in range(150):
+                if k % 2:
+                    ours("Where?", CONTEXT, truncation="only_second", max_length=24, stride=4, return_overflowing=True)
+                else:
+                    assert ours.token_count(CONTEXT) == want
+        except Exception as e:  # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]

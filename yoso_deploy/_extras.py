@@ -8,6 +8,9 @@ Everything else is an extra, as in Optimum:
 * ``[validate]``: polygraphy, matplotlib -- ``validate`` and the plots of ``bench`` (with ``[export]`` for
   the torch reference);
 * ``[gpu]``: onnxruntime-gpu, tensorrt -- CUDA machines only;
+* ``[serve]``: ray[serve] -- ``yoso-deploy serve``; ``[batch]``: ray[data] -- ``yoso-deploy batch --ray``;
+* ``[triton]``: tritonclient[http] (+ grpcio, protobuf for Triton's ModelConfig schema) -- checking
+  ``triton-repo`` configs, the tritonclient examples;
 * ``[all]``: every extra but ``[gpu]``.
 """
 
@@ -25,6 +28,10 @@ EXTRA_OF_MODULE = {
     "polygraphy": "validate",
     "matplotlib": "validate",
     "tensorrt": "gpu",
+    "ray": "serve",
+    "starlette": "serve",
+    "pyarrow": "batch",
+    "tritonclient": "triton",
 }
 
 

@@ -12,6 +12,7 @@ import click
 
 from . import __version__
 from . import tasks as _tasks
+from .cli_types import ExpandedPath
 
 
 class DebuggableGroup(click.Group):
@@ -37,15 +38,6 @@ class DebuggableGroup(click.Group):
             click.echo(f"error: {msg}", err=True)
             click.echo("(run 'yoso-deploy --debug ...' for the full traceback)", err=True)
             ctx.exit(1)
-
-
-class ExpandedPath(click.Path):
-    """``click.Path`` that expands a leading ``~`` (``--model=~/x`` reaches us unexpanded by the shell)."""
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, (str, os.PathLike)):
-            value = os.path.expanduser(os.fspath(value))
-        return super().convert(value, param, ctx)
 
 
 def _quiet_transformers():
@@ -617,6 +609,13 @@ def qa_cmd(model_dir, question, context, context_file, top_k, max_answer_len, ma
     for rank, a in enumerate(answers, 1):
         shown = repr(a.answer) if a.answer else "(no answer)"
         click.echo(f"{rank}. {shown}  score {a.score:.4f}  span [{a.start}, {a.end})")
+
+
+# serve, triton-repo, batch (yoso_deploy/cli_serving.py)
+from .cli_serving import COMMANDS as _SERVING_COMMANDS  # noqa: E402
+
+for _cmd in _SERVING_COMMANDS:
+    main.add_command(_cmd)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -368,7 +368,7 @@ class FillMaskPipeline(Pipeline):
         for t in targets:
             tid = self.tokenizer._tk.token_to_id(t)
             if tid is None:
-                pieces = self.tokenizer._tk.encode(t, add_special_tokens=False).ids
+                pieces = self.tokenizer.token_ids(t)
                 if not pieces:
                     continue
                 tid = pieces[0]

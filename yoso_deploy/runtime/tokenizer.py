@@ -172,9 +172,14 @@ class Tokenizer:
         return self._tk.num_special_tokens_to_add(pair)
 
     def token_count(self, text: str) -> int:
-        """Tokens of ``text`` without special tokens."""
-        with self._lock:  # another thread's call may have truncation enabled on the shared tokenizer
-            return len(self._tk.encode(text, add_special_tokens=False).ids)
+        """Tokens of ``text`` without special tokens (under the lock: another thread's truncation settings must
+        not apply)."""
+        return len(self.token_ids(text))
+
+    def token_ids(self, text: str) -> list[int]:
+        """Ids of ``text`` without special tokens, truncation or padding (under the lock, like every encode)."""
+        with self._lock:
+            return list(self._tk.encode(text, add_special_tokens=False).ids)
 
     # -- encoding -------------------------------------------------------------------------------
     def __call__(self, text, text_pair=None, *, max_length: int | None = None, truncation: str | bool = False,
