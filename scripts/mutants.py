@@ -73,7 +73,7 @@ MUTANTS = [
            [f"{SIMD}::test_fast_hash_yoso4096_config"],
            "active_isa() always picks the scalar kernels: 'SIMD vs scalar' would compare scalar with scalar",
            requires="avx2"),
-    Mutant("parallel_for_aborts_on_second_task", "plugins/ort/yoso_ort.cc",
+    Mutant("parallel_for_aborts_on_second_task", "plugins/ort/yoso_ort_common.h",
            [("  Ort::KernelContext(context).ParallelFor(fn, n_tasks, 0, job);", "  std::abort();")],
            ["tests/test_concurrency.py"],
            "any op call split into more than one task crashes (the concurrency tests ran one task per call)"),
