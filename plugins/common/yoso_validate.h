@@ -127,7 +127,11 @@ inline std::string check_hash_code_len(const char* op, int64_t hash_code_len) {
   if (hash_code_len < 1 || hash_code_len > kMaxHashCodeLen) {
     return std::string(op) + ": attribute 'hash_code_len' must be in [1, " +
            std::to_string(kMaxHashCodeLen) + "]; got " + std::to_string(hash_code_len) +
-           ". Fix: export the model with 1 <= hash_code_len <= " +
+           " (the op contract's limit kMaxHashCodeLen, for every backend" +
+           (std::string(op) == "LSHCumulation"
+                ? "; the CUDA backend's LSHCumulation allows at most " + std::to_string(kMaxCudaHashCodeLen)
+                : std::string()) +
+           "). Fix: export the model with 1 <= hash_code_len <= " +
            std::to_string(kMaxHashCodeLen) + " (codes are int32 in [0, 2^hash_code_len)).";
   }
   return {};
