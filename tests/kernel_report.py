@@ -6,7 +6,7 @@ variable ``YOSO_KERNEL_REPORT`` names a file appends one line to that file per o
     yoso-kernel op=FastHash node=<node> provider=CPUExecutionProvider kernel=avx2 tasks=1536 B=1 H=12 ...
       ... cpu_avx2_fma=1
 
-``kernel`` is what the dispatch of plugins/common/yoso_cpu.cc chose (FastHash: ``avx2`` / ``scalar``;
+``kernel`` is what the dispatch of plugins/cpu/yoso_cpu.cc chose (FastHash: ``avx2`` / ``scalar``;
 LSHCumulation: ``avx2-dense`` / ``scalar-dense`` / ``scalar-compact``), ``tasks`` the number of tasks the
 op handed to ONNX Runtime's intra-op pool, ``cpu_avx2_fma`` what the library detected. Whether the CPU
 has AVX2 and FMA is read independently here, from /proc/cpuinfo.

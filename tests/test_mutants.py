@@ -41,7 +41,8 @@ def test_mutant_list_covers_the_checks_and_its_tests_exist():
     ms = mutants.MUTANTS
     assert len(ms) >= 15 and len({m.name for m in ms}) == len(ms)
     files = {m.file for m in ms}
-    for must in ("plugins/common/yoso_cpu.cc", "plugins/ort/yoso_ort.cc", "plugins/common/yoso_validate.h",
+    for must in ("plugins/cpu/yoso_cpu.cc", "plugins/cpu/yoso_cpu_scalar.cc",
+                 "plugins/cpu/yoso_cpu_avx2.cc", "plugins/ort/yoso_ort_common.h", "plugins/common/yoso_validate.h",
                  "yoso_deploy/runtime/qa.py", "yoso_deploy/export/exporter.py", "yoso_deploy/cli.py",
                  "yoso_deploy/runtime/session.py"):
         assert must in files, f"no mutant in {must}"

@@ -643,3 +643,79 @@ def test_sessions_still_work_after_errors(lib):
     got = lsh_session(lib, 4).run(None, lf)[0]
     want = ref_lsh(*(lf[k] for k in ("query_codes", "key_codes", "query_mask", "key_mask", "value")), 4)
     assert np.abs(got - want).max() <= LSH_TOL
+
+
+# ------------------------------------------------------------------------------------------------
+# Output shape inference (OrtCustomOp::InferOutputShapeFn)
+# ------------------------------------------------------------------------------------------------
+
+
+def _typed_model(op: str, inputs, **attrs) -> bytes:
+    """op followed by Identity, graph inputs with the given dims and the graph output declared with a
+    type only: the output's shape ONNX Runtime reports can only come from the op's shape inference."""
+    node = helper.make_node(op, [n for n, _, _ in inputs], ["r"], domain=ops.OP_DOMAIN, **attrs)
+    ident = helper.make_node("Identity", ["r"], ["out"])
+    out_elem = I32 if op == "FastHash" else inputs[4][1]
+    graph = helper.make_graph(
+        [node, ident], f"infer_{op}", [helper.make_tensor_value_info(n, t, dims) for n, t, dims in inputs],
+        [helper.make_tensor_value_info("out", out_elem, None)])
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.OP_DOMAIN, ops.OP_VERSION)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def test_shape_inference_gives_typed_shaped_outputs(lib):
+    """ONNX Runtime learns each op's output type and shape at load time, symbolic sizes carried over:
+    FastHash int32 [B, H, S, num_hash], LSHCumulation value's type [B, H, Sq, Dv]."""
+    fh = _typed_model("FastHash", [("x", F32, ["B", 2, "S", 16]), ("mask", I32, ["B", "S"]),
+                                   ("signs", F32, [2, 3, 2, 16])], num_hash=6, hash_code_len=4)
+    out = _session(lib, fh).get_outputs()[0]
+    assert (out.type, out.shape) == ("tensor(int32)", ["B", 2, "S", 6])
+    lsh = _typed_model("LSHCumulation", [("query_codes", I32, ["B", 2, "Sq", 4]), ("key_codes", I32, ["B", 2, "Sk", 4]),
+                                         ("query_mask", I32, ["B", "Sq"]), ("key_mask", I32, ["B", "Sk"]),
+                                         ("value", F32, ["B", 2, "Sk", 5])], hash_code_len=4)
+    sess = _session(lib, lsh)
+    out = sess.get_outputs()[0]
+    assert (out.type, out.shape) == ("tensor(float)", ["B", 2, "Sq", 5])
+    # The inferred shape is the one the kernel produces.
+    feeds = lsh_feeds(b=2, h=2, sq=6, sk=7, m=4, dv=5, tau=4)
+    assert sess.run(None, feeds)[0].shape == (2, 2, 6, 5)
+
+
+def test_shape_inference_without_input_shapes_knows_rank_and_constant_sizes(lib):
+    """Inputs without shapes: the outputs still have rank 4 and the attribute's / value's last size;
+    the unknown sizes get names of their own (never a claim that two unknown sizes are equal)."""
+    fh = _typed_model("FastHash", [("x", F32, None), ("mask", I32, None), ("signs", F32, None)],
+                      num_hash=6, hash_code_len=4)
+    shape = _session(lib, fh).get_outputs()[0].shape
+    assert len(shape) == 4 and shape[3] == 6, shape
+    assert all(isinstance(d, str) for d in shape[:3]) and len(set(shape[:3])) == 3, shape
+
+
+def test_shape_inference_leaves_violations_to_the_run_time_check(lib):
+    """Sizes known at load time that break the contract (signs' P for D = 16, tau = 4, m = 6 is 2, not 3)
+    set no output shape, and running the node reports the contract's message."""
+    bad = _typed_model("FastHash", [("x", F32, ["B", 2, "S", 16]), ("mask", I32, ["B", "S"]),
+                                    ("signs", F32, [2, 3, 3, 16])], num_hash=6, hash_code_len=4)
+    sess = _session(lib, bad)
+    assert sess.get_outputs()[0].shape != ["B", 2, "S", 6]
+    feeds = fh_feeds(b=2, h=2, s=5, d=16, m=6, tau=4)
+    feeds["signs"] = np.ones((2, 3, 3, 16), np.float32)
+    expect_error(lambda: sess.run(None, feeds), "'signs' (input 2) must have shape [H,3,P,D] = [2,3,2,16]")
+
+
+def test_float16_on_the_cpu_is_refused_with_the_fix(lib):
+    """float16 x / value run on the CUDA execution provider only (plugins/OPS.md): on the CPU the library
+    refuses the node at session creation, naming the input and the fix."""
+    F16 = TensorProto.FLOAT16
+    fh = _model("FastHash", [("x", F16, 4), ("mask", I32, 2), ("signs", F32, 4)], I32, num_hash=6, hash_code_len=4)
+    expect_error(lambda: _session(lib, fh), "FastHash: input 'x' (input 0) is float16",
+                 "only the CUDA execution provider", "--dtype fp32")
+    inputs = list(LSH_INPUTS[:4]) + [("value", F16, 4)]
+    lsh = _model("LSHCumulation", inputs, F16, hash_code_len=4)
+    expect_error(lambda: _session(lib, lsh), "LSHCumulation: input 'value' (input 4) is float16",
+                 "only the CUDA execution provider")
+    # Attribute errors still come first.
+    bad = _model("FastHash", [("x", F16, 4), ("mask", I32, 2), ("signs", F32, 4)], I32, num_hash=0, hash_code_len=4)
+    expect_error(lambda: _session(lib, bad), "'num_hash' must be in [1, 2^31-1]; got 0")

@@ -1,6 +1,6 @@
 """The SIMD (x86-64 AVX2+FMA) CPU kernels of libyoso_ort.so against the reference and the scalar path.
 
-libyoso_ort.so picks its CPU kernels at run time (plugins/common/yoso_cpu_simd.h): the AVX2+FMA
+libyoso_ort.so picks its CPU kernels at run time (plugins/cpu/yoso_cpu_kernels.h): the AVX2+FMA
 kernels when the CPU has them, the portable scalar kernels otherwise or when the environment
 variable ``YOSO_FORCE_SCALAR`` is set to a non-empty value other than ``0`` (read on every op call).
 Every test here runs both ways ("default" = whatever this CPU selects, "scalar" = forced):
@@ -426,5 +426,5 @@ def test_kernel_report_names_the_simd_kernels_on_this_cpu(lib, monkeypatch, laye
 def test_force_scalar_env_documented():
     """YOSO_FORCE_SCALAR is part of the documented interface (header and benchmark script)."""
     root = Path(__file__).resolve().parents[1]
-    assert "YOSO_FORCE_SCALAR" in (root / "plugins/common/yoso_cpu_simd.h").read_text()
+    assert "YOSO_FORCE_SCALAR" in (root / "plugins/cpu/yoso_cpu_kernels.h").read_text()
     assert "YOSO_FORCE_SCALAR" in (root / "scripts/bench_ops.py").read_text()

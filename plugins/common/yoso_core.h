@@ -14,6 +14,8 @@
 
 #include <cstdint>
 
+#include "yoso_limits.h"
+
 #if defined(__CUDACC__)
 #define YOSO_HD __host__ __device__
 #else
@@ -22,9 +24,7 @@
 
 namespace yoso {
 
-// Limits fixed by the op contract.
-constexpr int kMaxHashDim = 1024;     // largest hashed width D
-constexpr int kMaxHashCodeLen = 30;   // largest tau: codes are int32 in [0, 2^tau)
+// Limits fixed by the op contract (kMaxHashDim, kMaxHashCodeLen): yoso_limits.h.
 
 YOSO_HD inline bool is_power_of_two(int64_t n) { return n > 0 && (n & (n - 1)) == 0; }
 

@@ -33,16 +33,38 @@ inline std::string shape_str(ShapeRef s) {
   return r + "]";
 }
 
+// A shape for the messages of the partial checks: unknown (negative) sizes print as "?"; the same
+// text as shape_str for a fully known shape.
+inline std::string shapes_known_str(ShapeRef s) {
+  std::string r = "[";
+  for (size_t i = 0; i < s.rank; ++i) {
+    if (i) r += ",";
+    r += s.dims[i] < 0 ? std::string("?") : std::to_string(s.dims[i]);
+  }
+  return r + "]";
+}
+
+// A size for messages: the number, or "?" when it is not known (negative; only in the checks of
+// partially known shapes below).
+inline std::string dim_str(int64_t d) { return d < 0 ? std::string("?") : std::to_string(d); }
+
 inline std::string dims_str(std::initializer_list<int64_t> dims) {
   std::string r = "[";
   bool first = true;
   for (int64_t d : dims) {
     if (!first) r += ",";
-    r += std::to_string(d);
+    r += dim_str(d);
     first = false;
   }
   return r + "]";
 }
+
+// Whether a size is known: at network build / graph load time a dimension may be -1 (TensorRT) or
+// symbolic (ONNX Runtime shape inference), given to the partial checks as a negative number.
+inline bool known_dim(int64_t d) { return d >= 0; }
+
+// a != b, both known.
+inline bool known_differ(int64_t a, int64_t b) { return known_dim(a) && known_dim(b) && a != b; }
 
 // a * b for non-negative operands; false on int64 overflow.
 inline bool checked_mul(int64_t a, int64_t b, int64_t* out) {
@@ -105,7 +127,11 @@ inline std::string check_hash_code_len(const char* op, int64_t hash_code_len) {
   if (hash_code_len < 1 || hash_code_len > kMaxHashCodeLen) {
     return std::string(op) + ": attribute 'hash_code_len' must be in [1, " +
            std::to_string(kMaxHashCodeLen) + "]; got " + std::to_string(hash_code_len) +
-           ". Fix: export the model with 1 <= hash_code_len <= " +
+           " (the op contract's limit kMaxHashCodeLen, for every backend" +
+           (std::string(op) == "LSHCumulation"
+                ? "; the CUDA backend's LSHCumulation allows at most " + std::to_string(kMaxCudaHashCodeLen)
+                : std::string()) +
+           "). Fix: export the model with 1 <= hash_code_len <= " +
            std::to_string(kMaxHashCodeLen) + " (codes are int32 in [0, 2^hash_code_len)).";
   }
   return {};
@@ -126,6 +152,43 @@ inline std::string check_lsh_attrs(int64_t hash_code_len) {
 // ---------------------------------------------------------------------------------------------
 // FastHash shapes
 // ---------------------------------------------------------------------------------------------
+
+// The rules between the sizes of x [B,H,S,D], mask [B,S] and signs [H,3,P,D] that can be checked
+// while some sizes are unknown (negative): each rule whose sizes are all known, in the order and
+// with the messages of check_fast_hash_shapes (which runs them on fully known shapes). Used where
+// shapes are partially known: ONNX Runtime shape inference (plugins/ort) and TensorRT network
+// build (plugins/trt). The ranks must already be 4 / 2 / 4 and the attributes valid.
+inline std::string check_fast_hash_known_dims(ShapeRef x, ShapeRef mask, ShapeRef signs,
+                                              int64_t num_hash, int64_t hash_code_len) {
+  const char* op = "FastHash";
+  const int64_t B = x[0], H = x[1], S = x[2], D = x[3];
+  if (known_dim(D) && (!is_power_of_two(D) || D > kMaxHashDim)) {
+    return detail::input_name(op, "x", 0) + " must have a last dimension D that is a power of two in [1, " +
+           std::to_string(kMaxHashDim) + "]; got D=" + std::to_string(D) + " (shape " +
+           shapes_known_str(x) + "). Fix: zero-pad the hashed vectors to the next power of two.";
+  }
+  if (known_dim(D) && hash_code_len > D) {
+    return std::string(op) + ": attribute 'hash_code_len' (" + std::to_string(hash_code_len) +
+           ") must not exceed the hashed dimension D=" + std::to_string(D) + " of input 'x' " +
+           shapes_known_str(x) + ". Fix: zero-pad x to D >= hash_code_len or use shorter codes.";
+  }
+  if (known_differ(mask[0], B) || known_differ(mask[1], S)) {
+    return detail::input_name(op, "mask", 1) + " must have shape [B,S] = " + dims_str({B, S}) +
+           " to match x " + shapes_known_str(x) + "; got " + shapes_known_str(mask) +
+           ". Fix: pass the [batch, sequence] mask of the hashed tokens.";
+  }
+  const int64_t P = known_dim(D) ? num_parts(num_hash, D, hash_code_len) : -1;
+  if (known_differ(signs[0], H) || known_differ(signs[1], 3) || known_differ(signs[2], P) ||
+      known_differ(signs[3], D)) {
+    return detail::input_name(op, "signs", 2) + " must have shape [H,3,P,D] = " +
+           dims_str({H, 3, P, D}) + " for x " + shapes_known_str(x) + ", num_hash=" +
+           std::to_string(num_hash) + ", hash_code_len=" + std::to_string(hash_code_len) +
+           " (P = ceil(num_hash / floor(D / hash_code_len)) = " + dim_str(P) + "); got " +
+           shapes_known_str(signs) + ". Fix: draw the signs for these sizes (ops.draw_signs) or export "
+           "the node with the num_hash/hash_code_len the signs were drawn for.";
+  }
+  return {};
+}
 
 struct FastHashDims {
   int64_t B = 0, H = 0, S = 0, D = 0;  // x is [B, H, S, D]
@@ -150,32 +213,11 @@ inline std::string check_fast_hash_shapes(ShapeRef x, ShapeRef mask, ShapeRef si
   if (detail::has_negative_dim(mask)) return detail::negative_dim_error(op, "mask", 1, mask);
   if (detail::has_negative_dim(signs)) return detail::negative_dim_error(op, "signs", 2, signs);
 
+  err = check_fast_hash_known_dims(x, mask, signs, num_hash, hash_code_len);
+  if (!err.empty()) return err;
   const int64_t B = x[0], H = x[1], S = x[2], D = x[3];
-  if (!is_power_of_two(D) || D > kMaxHashDim) {
-    return detail::input_name(op, "x", 0) + " must have a last dimension D that is a power of two in [1, " +
-           std::to_string(kMaxHashDim) + "]; got D=" + std::to_string(D) + " (shape " +
-           shape_str(x) + "). Fix: zero-pad the hashed vectors to the next power of two.";
-  }
-  if (hash_code_len > D) {
-    return std::string(op) + ": attribute 'hash_code_len' (" + std::to_string(hash_code_len) +
-           ") must not exceed the hashed dimension D=" + std::to_string(D) + " of input 'x' " +
-           shape_str(x) + ". Fix: zero-pad x to D >= hash_code_len or use shorter codes.";
-  }
-  if (mask[0] != B || mask[1] != S) {
-    return detail::input_name(op, "mask", 1) + " must have shape [B,S] = " + dims_str({B, S}) +
-           " to match x " + shape_str(x) + "; got " + shape_str(mask) +
-           ". Fix: pass the [batch, sequence] mask of the hashed tokens.";
-  }
   const int64_t per_part = codes_per_part(D, hash_code_len);
   const int64_t P = num_parts(num_hash, D, hash_code_len);
-  if (signs[0] != H || signs[1] != 3 || signs[2] != P || signs[3] != D) {
-    return detail::input_name(op, "signs", 2) + " must have shape [H,3,P,D] = " +
-           dims_str({H, 3, P, D}) + " for x " + shape_str(x) + ", num_hash=" +
-           std::to_string(num_hash) + ", hash_code_len=" + std::to_string(hash_code_len) +
-           " (P = ceil(num_hash / floor(D / hash_code_len)) = " + std::to_string(P) + "); got " +
-           shape_str(signs) + ". Fix: draw the signs for these sizes (ops.draw_signs) or export "
-           "the node with the num_hash/hash_code_len the signs were drawn for.";
-  }
   int64_t out_numel = 0;
   const int64_t out_dims[4] = {B, H, S, num_hash};
   if (!checked_numel(ShapeRef{out_dims, 4}, static_cast<int64_t>(sizeof(int32_t)), &out_numel)) {
@@ -252,6 +294,43 @@ inline std::string check_code_values(const char* op, const char* input, int inde
 // LSHCumulation shapes
 // ---------------------------------------------------------------------------------------------
 
+// The rules between the sizes of query_codes [B,H,Sq,m], key_codes [B,H,Sk,m], query_mask [B,Sq],
+// key_mask [B,Sk] and value [B,H,Sk,Dv] that can be checked while some sizes are unknown
+// (negative): each rule whose sizes are all known, in the order and with the messages of
+// check_lsh_shapes. The ranks must already be 4 / 4 / 2 / 2 / 4.
+inline std::string check_lsh_known_dims(ShapeRef qc, ShapeRef kc, ShapeRef qm, ShapeRef km, ShapeRef v) {
+  const char* op = "LSHCumulation";
+  const int64_t B = qc[0], H = qc[1], Sq = qc[2], m = qc[3];
+  const int64_t Sk = kc[2];
+  if (known_dim(m) && m < 1) {
+    return detail::input_name(op, "query_codes", 0) +
+           " must have at least one hash function (last dimension m >= 1); got shape " +
+           shapes_known_str(qc) + ". Fix: feed FastHash outputs with num_hash >= 1.";
+  }
+  if (known_differ(kc[0], B) || known_differ(kc[1], H) || known_differ(kc[3], m)) {
+    return detail::input_name(op, "key_codes", 1) + " must have shape [B,H,Sk,m] = [" + dim_str(B) +
+           "," + dim_str(H) + ",Sk," + dim_str(m) + "] to match query_codes " + shapes_known_str(qc) +
+           "; got " + shapes_known_str(kc) +
+           ". Fix: hash queries and keys of the same batch/heads with the same num_hash.";
+  }
+  if (known_differ(v[0], B) || known_differ(v[1], H) || known_differ(v[2], Sk)) {
+    return detail::input_name(op, "value", 4) + " must have shape [B,H,Sk,Dv] = [" + dim_str(B) +
+           "," + dim_str(H) + "," + dim_str(Sk) + ",Dv] to match key_codes " + shapes_known_str(kc) +
+           "; got " + shapes_known_str(v) + ". Fix: pass the values of the hashed keys.";
+  }
+  if (known_differ(qm[0], B) || known_differ(qm[1], Sq)) {
+    return detail::input_name(op, "query_mask", 2) + " must have shape [B,Sq] = " +
+           dims_str({B, Sq}) + " to match query_codes " + shapes_known_str(qc) + "; got " +
+           shapes_known_str(qm) + ". Fix: pass the [batch, query] mask.";
+  }
+  if (known_differ(km[0], B) || known_differ(km[1], Sk)) {
+    return detail::input_name(op, "key_mask", 3) + " must have shape [B,Sk] = " +
+           dims_str({B, Sk}) + " to match key_codes " + shapes_known_str(kc) + "; got " +
+           shapes_known_str(km) + ". Fix: pass the [batch, key] mask.";
+  }
+  return {};
+}
+
 struct LshDims {
   int64_t B = 0, H = 0, Sq = 0, Sk = 0;
   int64_t m = 0;   // hash functions (last dim of the code tensors)
@@ -280,35 +359,10 @@ inline std::string check_lsh_shapes(ShapeRef qc, ShapeRef kc, ShapeRef qm, Shape
   for (const auto& a : all)
     if (detail::has_negative_dim(a.s)) return detail::negative_dim_error(op, a.name, a.index, a.s);
 
+  err = check_lsh_known_dims(qc, kc, qm, km, v);
+  if (!err.empty()) return err;
   const int64_t B = qc[0], H = qc[1], Sq = qc[2], m = qc[3];
   const int64_t Sk = kc[2], Dv = v[3];
-  if (m < 1) {
-    return detail::input_name(op, "query_codes", 0) +
-           " must have at least one hash function (last dimension m >= 1); got shape " +
-           shape_str(qc) + ". Fix: feed FastHash outputs with num_hash >= 1.";
-  }
-  if (kc[0] != B || kc[1] != H || kc[3] != m) {
-    return detail::input_name(op, "key_codes", 1) + " must have shape [B,H,Sk,m] = [" +
-           std::to_string(B) + "," + std::to_string(H) + ",Sk," + std::to_string(m) +
-           "] to match query_codes " + shape_str(qc) + "; got " + shape_str(kc) +
-           ". Fix: hash queries and keys of the same batch/heads with the same num_hash.";
-  }
-  if (v[0] != B || v[1] != H || v[2] != Sk) {
-    return detail::input_name(op, "value", 4) + " must have shape [B,H,Sk,Dv] = [" +
-           std::to_string(B) + "," + std::to_string(H) + "," + std::to_string(Sk) +
-           ",Dv] to match key_codes " + shape_str(kc) + "; got " + shape_str(v) +
-           ". Fix: pass the values of the hashed keys.";
-  }
-  if (qm[0] != B || qm[1] != Sq) {
-    return detail::input_name(op, "query_mask", 2) + " must have shape [B,Sq] = " +
-           dims_str({B, Sq}) + " to match query_codes " + shape_str(qc) + "; got " +
-           shape_str(qm) + ". Fix: pass the [batch, query] mask.";
-  }
-  if (km[0] != B || km[1] != Sk) {
-    return detail::input_name(op, "key_mask", 3) + " must have shape [B,Sk] = " +
-           dims_str({B, Sk}) + " to match key_codes " + shape_str(kc) + "; got " +
-           shape_str(km) + ". Fix: pass the [batch, key] mask.";
-  }
   int64_t out_numel = 0;
   const int64_t out_dims[4] = {B, H, Sq, Dv};
   if (!checked_numel(ShapeRef{out_dims, 4}, static_cast<int64_t>(sizeof(float)), &out_numel)) {

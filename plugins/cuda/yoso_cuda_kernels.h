@@ -392,7 +392,7 @@ template <class Exec, typename T>
 int run_lsh(Exec& ex, const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
             const int32_t* query_mask, const int32_t* key_mask, const T* value, T* output,
             void* workspace, size_t workspace_bytes, int64_t budget_floats = 0) {
-  if (d.tau < 1 || d.tau > kMaxHashCodeLen) return ex.invalid_value();
+  if (d.tau < 1 || d.tau > kMaxCudaHashCodeLen) return ex.invalid_value();
   const LshPlan p = plan_lsh(d, dtype_of<T>(), budget_floats);
   if (workspace == nullptr || workspace_bytes < p.workspace_bytes) return ex.invalid_value();
   InputCheck checks[kMaxCheckedInputs];

@@ -35,8 +35,8 @@ namespace cuda {
 // Limits of the CUDA backend
 // ---------------------------------------------------------------------------------------------
 
-// LSHCumulation keeps dense bucket tables of 2^tau rows; tau above this is refused.
-constexpr int kMaxHashCodeLen = 16;
+// LSHCumulation keeps dense bucket tables of 2^tau rows; tau above yoso::kMaxCudaHashCodeLen
+// (yoso_limits.h; below the contract's yoso::kMaxHashCodeLen) is refused.
 // Largest single (b, h, f) bucket table, 2^tau x Dv floats (1 GiB).
 constexpr int64_t kMaxTableFloats = int64_t{1} << 28;
 // Default budget of live bucket tables per call (128 MiB of float32).
@@ -53,11 +53,12 @@ inline size_t align_up(size_t n) { return (n + kAlignment - 1) / kAlignment * kA
 // Extra, backend-specific refusal on top of the contract's checks (OPS.md allows refusing sizes
 // whose bucket table would be too large, saying so). "" when the CUDA kernels can run `d`.
 inline std::string check_lsh_cuda_limits(int64_t hash_code_len, int64_t value_dim) {
-  if (hash_code_len > kMaxHashCodeLen) {
+  if (hash_code_len > kMaxCudaHashCodeLen) {
     return "LSHCumulation (CUDA): hash_code_len=" + std::to_string(hash_code_len) +
-           " is above the CUDA backend's limit of " + std::to_string(kMaxHashCodeLen) +
-           " (it keeps dense bucket tables of 2^hash_code_len rows per hash function). Fix: export "
-           "the model with hash_code_len <= " + std::to_string(kMaxHashCodeLen) +
+           " is above the CUDA backend's limit of " + std::to_string(kMaxCudaHashCodeLen) +
+           " (kMaxCudaHashCodeLen: it keeps dense bucket tables of 2^hash_code_len rows per hash "
+           "function; the op contract and the CPU kernels allow up to " + std::to_string(kMaxHashCodeLen) +
+           "). Fix: export the model with hash_code_len <= " + std::to_string(kMaxCudaHashCodeLen) +
            ", or run this node on the CPU execution provider.";
   }
   if (hash_code_len >= 0 && value_dim > 0 && (value_dim > (kMaxTableFloats >> hash_code_len))) {

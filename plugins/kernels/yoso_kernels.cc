@@ -1,8 +1,8 @@
 // yoso_kernels.cc -- the C ABI of libyoso_kernels.so (see yoso_kernels.h).
 //
-// A thin binding, like plugins/ort/yoso_ort.cc is for ONNX Runtime: it validates with
+// A thin binding, like plugins/ort is for ONNX Runtime: it validates with
 // plugins/common/yoso_validate.h (the same checks, in the same order, with the same messages as the
-// ONNX Runtime ops), then runs the CPU kernels of plugins/common/yoso_cpu.h over a small thread pool,
+// ONNX Runtime ops), then runs the CPU kernels of plugins/cpu/yoso_cpu.h over a small thread pool,
 // or the CUDA launch functions of plugins/cuda/yoso_cuda.h on the caller's stream. No math lives
 // here.
 #include "yoso_kernels.h"
@@ -116,7 +116,7 @@ bool data_ok(const yoso_tensor* t) { return t->data != nullptr || numel(t) == 0;
 // CPU thread pool
 // ---------------------------------------------------------------------------------------------
 
-// Persistent workers, so that the CPU kernels' per-thread scratch (yoso_cpu.cc) is reused between
+// Persistent workers, so that the CPU kernels' per-thread scratch (plugins/cpu/yoso_cpu.cc) is reused between
 // calls. After a region a worker spins for up to kSpinMicros before it sleeps, so the back-to-back
 // calls of a layer (FastHash, FastHash, LSHCumulation) do not each pay a thread wake-up. One parallel
 // region at a time: a second concurrent caller runs its tasks inline on its own thread (correct, just

@@ -1,7 +1,7 @@
 /* yoso_kernels.h -- plain C ABI of the com.yoso kernels (libyoso_kernels.so).
  *
  * The same FastHash / LSHCumulation kernels as libyoso_ort.so (the AVX2/scalar CPU kernels of
- * plugins/common and the CUDA kernels of plugins/cuda), callable from any language through plain
+ * plugins/cpu and the CUDA kernels of plugins/cuda), callable from any language through plain
  * pointers and shapes: yoso_deploy.modeling.native_ops calls it with ctypes from torch.library
  * custom ops, without building against torch. The semantics, limits and error messages are those
  * of plugins/OPS.md and plugins/common/yoso_validate.h, word for word the ones the ONNX Runtime

@@ -73,15 +73,6 @@ ShapeRef shape_ref(Dims const& d) {
   return ShapeRef{d.d, static_cast<size_t>(d.nbDims < 0 ? 0 : d.nbDims)};
 }
 
-std::string dims_string(Dims const& d) {
-  std::string r = "[";
-  for (int32_t i = 0; i < d.nbDims; ++i) {
-    if (i) r += ",";
-    r += d.d[i] < 0 ? std::string("?") : std::to_string(d.d[i]);
-  }
-  return r + "]";
-}
-
 // Dims of an expression list: constants where known, -1 elsewhere.
 Dims constant_dims(DimsExprs const& e) {
   Dims d{};
@@ -97,20 +88,6 @@ std::string io_count_error(char const* op, int32_t want_in, char const* inputs, 
   return std::string(op) + ": expects " + std::to_string(want_in) + " inputs (" + inputs +
          ") and 1 output; got " + std::to_string(got_in) + " inputs and " +
          std::to_string(got_out) + " outputs. Fix: wire all inputs of the op (see plugins/OPS.md).";
-}
-
-std::string rank_error(char const* op, char const* input, int index, int want, char const* layout,
-                       Dims const& got) {
-  return std::string(op) + ": input '" + input + "' (input " + std::to_string(index) +
-         ") must have rank " + std::to_string(want) + " " + layout + "; got rank " +
-         std::to_string(got.nbDims) + " " + dims_string(got) + ".";
-}
-
-bool known(int64_t v) { return v >= 0; }
-
-std::string mismatch(char const* op, char const* what, int64_t want, int64_t got) {
-  return std::string(op) + ": " + what + " must be " + std::to_string(want) + "; got " +
-         std::to_string(got) + ".";
 }
 
 bool is_float_type(DataType t) { return t == DataType::kFLOAT || t == DataType::kHALF; }
@@ -222,105 +199,53 @@ std::string read_fields(char const* op, PluginFieldCollection const* fc, char co
 }  // namespace
 
 std::string parse_fast_hash_fields(PluginFieldCollection const* fc, FastHashAttrs* out) {
-  static char const* const names[] = {"num_hash", "hash_code_len"};
-  int64_t v[2] = {0, 0};
-  bool have[2];
-  std::string err = read_fields(kFastHashName, fc, names, 2, v, have);
-  if (!err.empty()) return err;
-  err = check_fast_hash_attrs(v[0], v[1]);
-  if (!err.empty()) return err;
-  out->num_hash = static_cast<int32_t>(v[0]);
-  out->hash_code_len = static_cast<int32_t>(v[1]);
-  return {};
+  int64_t v[FastHashAttrs::kNumAttrs] = {};
+  bool have[FastHashAttrs::kNumAttrs];
+  std::string err = read_fields(kFastHashName, fc, FastHashAttrs::kAttrNames, FastHashAttrs::kNumAttrs, v, have);
+  if (err.empty()) err = make_attrs(v, out);
+  return err;
 }
 
 std::string parse_lsh_fields(PluginFieldCollection const* fc, LshAttrs* out) {
-  static char const* const names[] = {"hash_code_len"};
-  int64_t v[1] = {0};
-  bool have[1];
-  std::string err = read_fields(kLshName, fc, names, 1, v, have);
-  if (!err.empty()) return err;
-  err = check_lsh_attrs(v[0]);
-  if (err.empty()) err = cuda::check_lsh_cuda_limits(v[0], 0);
-  if (!err.empty()) return err;
-  out->hash_code_len = static_cast<int32_t>(v[0]);
-  return {};
+  int64_t v[LshAttrs::kNumAttrs] = {};
+  bool have[LshAttrs::kNumAttrs];
+  std::string err = read_fields(kLshName, fc, LshAttrs::kAttrNames, LshAttrs::kNumAttrs, v, have);
+  LshAttrs attrs;
+  if (err.empty()) err = make_attrs(v, &attrs);  // the contract's range first, then the CUDA limit
+  if (err.empty()) err = cuda::check_lsh_cuda_limits(attrs.hash_code_len, 0);
+  if (err.empty()) *out = attrs;
+  return err;
 }
 
 // =============================================================================================
 // Static shape checks
 // =============================================================================================
 
+// The rules themselves are yoso_validate.h's (check_fast_hash_known_dims / check_lsh_known_dims):
+// the same checks, and the same messages, as the ONNX Runtime kernels' at run time and shape
+// inference at load time, applied to the sizes TensorRT knows (-1 = not known yet).
 std::string check_fast_hash_static(Dims const& x, Dims const& mask, Dims const& signs,
                                    FastHashAttrs const& a) {
   char const* op = kFastHashName;
-  if (x.nbDims != 4) return rank_error(op, "x", 0, 4, "[B,H,S,D]", x);
-  if (mask.nbDims != 2) return rank_error(op, "mask", 1, 2, "[B,S]", mask);
-  if (signs.nbDims != 4) return rank_error(op, "signs", 2, 4, "[H,3,P,D]", signs);
-  const int64_t D = x.d[3];
-  if (known(D)) {
-    if (!is_power_of_two(D) || D > kMaxHashDim) {
-      return std::string(op) + ": input 'x' (input 0) must have a last dimension D that is a power "
-             "of two in [1, " + std::to_string(kMaxHashDim) + "]; got D=" + std::to_string(D) +
-             " (shape " + dims_string(x) + "). Fix: zero-pad the hashed vectors to the next power of two.";
-    }
-    if (a.hash_code_len > D) {
-      return std::string(op) + ": attribute 'hash_code_len' (" + std::to_string(a.hash_code_len) +
-             ") must not exceed the hashed dimension D=" + std::to_string(D) + " of input 'x'.";
-    }
-  }
-  if (known(mask.d[0]) && known(x.d[0]) && mask.d[0] != x.d[0])
-    return mismatch(op, "mask dimension 0 (B of x)", x.d[0], mask.d[0]);
-  if (known(mask.d[1]) && known(x.d[2]) && mask.d[1] != x.d[2])
-    return mismatch(op, "mask dimension 1 (S of x)", x.d[2], mask.d[1]);
-  if (known(signs.d[0]) && known(x.d[1]) && signs.d[0] != x.d[1])
-    return mismatch(op, "signs dimension 0 (H of x)", x.d[1], signs.d[0]);
-  if (known(signs.d[1]) && signs.d[1] != 3) return mismatch(op, "signs dimension 1", 3, signs.d[1]);
-  if (known(D)) {
-    if (known(signs.d[3]) && signs.d[3] != D) return mismatch(op, "signs dimension 3 (D of x)", D, signs.d[3]);
-    const int64_t P = num_parts(a.num_hash, D, a.hash_code_len);
-    if (known(signs.d[2]) && signs.d[2] != P) {
-      return std::string(op) + ": signs dimension 2 must be P = ceil(num_hash / floor(D / " +
-             "hash_code_len)) = " + std::to_string(P) + " for num_hash=" + std::to_string(a.num_hash) +
-             ", hash_code_len=" + std::to_string(a.hash_code_len) + ", D=" + std::to_string(D) +
-             "; got " + std::to_string(signs.d[2]) + " (signs " + dims_string(signs) + ").";
-    }
-  }
-  return {};
+  if (x.nbDims != 4) return detail::rank_error(op, "x", 0, 4, "[B,H,S,D]", shape_ref(x));
+  if (mask.nbDims != 2) return detail::rank_error(op, "mask", 1, 2, "[B,S]", shape_ref(mask));
+  if (signs.nbDims != 4) return detail::rank_error(op, "signs", 2, 4, "[H,3,P,D]", shape_ref(signs));
+  return check_fast_hash_known_dims(shape_ref(x), shape_ref(mask), shape_ref(signs), a.num_hash,
+                                    a.hash_code_len);
 }
 
 std::string check_lsh_static(Dims const& qc, Dims const& kc, Dims const& qm, Dims const& km,
                              Dims const& value, LshAttrs const& a) {
   char const* op = kLshName;
-  if (qc.nbDims != 4) return rank_error(op, "query_codes", 0, 4, "[B,H,Sq,m]", qc);
-  if (kc.nbDims != 4) return rank_error(op, "key_codes", 1, 4, "[B,H,Sk,m]", kc);
-  if (qm.nbDims != 2) return rank_error(op, "query_mask", 2, 2, "[B,Sq]", qm);
-  if (km.nbDims != 2) return rank_error(op, "key_mask", 3, 2, "[B,Sk]", km);
-  if (value.nbDims != 4) return rank_error(op, "value", 4, 4, "[B,H,Sk,Dv]", value);
-  struct Rel {
-    char const* what;
-    int64_t want, got;
-  } const rels[] = {
-      {"key_codes dimension 0 (B of query_codes)", qc.d[0], kc.d[0]},
-      {"key_codes dimension 1 (H of query_codes)", qc.d[1], kc.d[1]},
-      {"key_codes dimension 3 (m of query_codes)", qc.d[3], kc.d[3]},
-      {"value dimension 0 (B of key_codes)", kc.d[0], value.d[0]},
-      {"value dimension 1 (H of key_codes)", kc.d[1], value.d[1]},
-      {"value dimension 2 (Sk of key_codes)", kc.d[2], value.d[2]},
-      {"query_mask dimension 0 (B of query_codes)", qc.d[0], qm.d[0]},
-      {"query_mask dimension 1 (Sq of query_codes)", qc.d[2], qm.d[1]},
-      {"key_mask dimension 0 (B of key_codes)", kc.d[0], km.d[0]},
-      {"key_mask dimension 1 (Sk of key_codes)", kc.d[2], km.d[1]},
-  };
-  for (Rel const& r : rels) {
-    if (known(r.want) && known(r.got) && r.want != r.got) return mismatch(op, r.what, r.want, r.got);
-  }
-  if (qc.d[3] == 0) return std::string(op) + ": query_codes must have m >= 1 hash functions; got 0.";
-  if (known(value.d[3])) {
-    std::string err = cuda::check_lsh_cuda_limits(a.hash_code_len, value.d[3]);
-    if (!err.empty()) return err;
-  }
-  return {};
+  if (qc.nbDims != 4) return detail::rank_error(op, "query_codes", 0, 4, "[B,H,Sq,m]", shape_ref(qc));
+  if (kc.nbDims != 4) return detail::rank_error(op, "key_codes", 1, 4, "[B,H,Sk,m]", shape_ref(kc));
+  if (qm.nbDims != 2) return detail::rank_error(op, "query_mask", 2, 2, "[B,Sq]", shape_ref(qm));
+  if (km.nbDims != 2) return detail::rank_error(op, "key_mask", 3, 2, "[B,Sk]", shape_ref(km));
+  if (value.nbDims != 4) return detail::rank_error(op, "value", 4, 4, "[B,H,Sk,Dv]", shape_ref(value));
+  std::string err = check_lsh_known_dims(shape_ref(qc), shape_ref(kc), shape_ref(qm), shape_ref(km),
+                                         shape_ref(value));
+  if (err.empty() && known_dim(value.d[3])) err = cuda::check_lsh_cuda_limits(a.hash_code_len, value.d[3]);
+  return err;
 }
 
 // =============================================================================================

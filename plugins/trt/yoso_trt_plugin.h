@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <string>
 
+#include "yoso_attrs.h"
 #include "yoso_cuda_plan.h"
 #include "yoso_validate.h"
 
@@ -44,13 +45,9 @@ void log(Severity severity, std::string const& message) noexcept;
 // ---------------------------------------------------------------------------------------------
 // Attributes (plugin fields)
 // ---------------------------------------------------------------------------------------------
-struct FastHashAttrs {
-  int32_t num_hash = 0;
-  int32_t hash_code_len = 0;
-};
-struct LshAttrs {
-  int32_t hash_code_len = 0;
-};
+// The op attributes (plugins/common/yoso_attrs.h, shared with the ONNX Runtime kernels).
+using yoso::FastHashAttrs;
+using yoso::LshAttrs;
 
 // Parse and validate the creator fields; "" on success, else a message naming the field.
 std::string parse_fast_hash_fields(nvinfer1::PluginFieldCollection const* fc, FastHashAttrs* out);

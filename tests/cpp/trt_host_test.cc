@@ -423,10 +423,21 @@ YT_TEST(output_shapes_through_expr_builder) {
   YT_CHECK(logged(yoso::trt::Severity::kERROR, "power of two in [1, 1024]; got D=48"), all_logs());
   DimsExprs bad_p[3] = {exprs({B, H, S, D}), exprs({B, S}), exprs({H, eb.num(3), eb.num(4), D})};
   YT_CHECK(p->getOutputShapes(bad_p, 3, nullptr, 0, out, 1, eb) != 0, "P=4 refused");
-  YT_CHECK(logged(yoso::trt::Severity::kERROR, "signs dimension 2 must be P"), all_logs());
+  YT_CHECK(logged(yoso::trt::Severity::kERROR,
+                  "input 'signs' (input 2) must have shape [H,3,P,D] = [12,3,5,64] for x [?,12,?,64]"),
+           all_logs());
   DimsExprs bad_mask[3] = {exprs({eb.num(2), H, eb.num(10), D}), exprs({eb.num(2), eb.num(11)}),
                            exprs({H, eb.num(3), eb.num(5), D})};
   YT_CHECK(p->getOutputShapes(bad_mask, 3, nullptr, 0, out, 1, eb) != 0, "mask S mismatch refused");
+  {
+    // One violation reads the same at TensorRT build time as in the run-time check every backend
+    // uses (yoso_validate.h): here all sizes are known, so the texts are identical.
+    const int64_t xd[4] = {2, 12, 10, 64}, md[2] = {2, 11}, sd[4] = {12, 3, 5, 64};
+    yoso::FastHashDims fd;
+    const std::string want = yoso::check_fast_hash_shapes(yoso::ShapeRef{xd, 4}, yoso::ShapeRef{md, 2},
+                                                          yoso::ShapeRef{sd, 4}, 32, 9, &fd);
+    YT_CHECK(!want.empty() && logged(yoso::trt::Severity::kERROR, want), want + "\n" + all_logs());
+  }
   DimsExprs bad_rank[3] = {exprs({B, S, D}), exprs({B, S}), exprs({H, eb.num(3), eb.num(5), D})};
   YT_CHECK(p->getOutputShapes(bad_rank, 3, nullptr, 0, out, 1, eb) != 0, "rank 3 x refused");
   YT_CHECK(logged(yoso::trt::Severity::kERROR, "input 'x' (input 0) must have rank 4"), all_logs());
@@ -443,7 +454,10 @@ YT_TEST(output_shapes_through_expr_builder) {
   DimsExprs lbad[5] = {exprs({B, H, Sq, m}), exprs({B, H, Sk, eb.num(16)}), exprs({B, Sq}), exprs({B, Sk}),
                        exprs({B, H, Sk, Dv})};
   YT_CHECK(l->getOutputShapes(lbad, 5, nullptr, 0, out, 1, eb) != 0, "m mismatch refused");
-  YT_CHECK(logged(yoso::trt::Severity::kERROR, "key_codes dimension 3 (m of query_codes) must be 32; got 16"), all_logs());
+  YT_CHECK(logged(yoso::trt::Severity::kERROR,
+                  "input 'key_codes' (input 1) must have shape [B,H,Sk,m] = [?,12,Sk,32] to match query_codes "
+                  "[?,12,?,32]; got [?,12,?,16]"),
+           all_logs());
   YT_CHECK(l->getOutputShapes(lin, 4, nullptr, 0, out, 1, eb) != 0, "4 inputs refused");
 }
 

@@ -4,7 +4,7 @@
 of the pure-PyTorch reference (:mod:`yoso_deploy.modeling.ops`, which stays the default and the
 reference everything is tested against):
 
-* CPU tensors run the AVX2 (or portable scalar) kernels of ``plugins/common`` -- the ones inside
+* CPU tensors run the AVX2 (or portable scalar) kernels of ``plugins/cpu`` -- the ones inside
   ``libyoso_ort.so`` -- on a pool of ``torch.get_num_threads()`` threads;
 * CUDA tensors run the CUDA kernels of ``plugins/cuda`` on torch's current stream of the tensor's
   device, with a workspace from torch's caching allocator (so the ops can be captured into CUDA

@@ -18,13 +18,31 @@ the ``com.yoso`` domain (see ``yoso_deploy/export``).
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import torch
 
 OP_DOMAIN = "com.yoso"
 OP_VERSION = 1
-MAX_HASH_DIM = 1024  # largest D the contract allows
-MAX_HASH_CODE_LEN = 30  # 2**30 buckets; larger tables cannot be indexed by int32 codes
+
+
+def _contract_limits() -> dict:
+    """The op contract's limits from their one source, ``plugins/common/yoso_limits.h`` (the header the
+    native code compiles): the copy installed next to this module, else the source checkout's."""
+    here = Path(__file__).resolve()
+    for path in (here.with_name("yoso_limits.h"), here.parents[2] / "plugins" / "common" / "yoso_limits.h"):
+        if path.is_file():
+            limits = dict(re.findall(r"^constexpr int (k\w+) = (\d+);", path.read_text(), re.M))
+            return {name: int(value) for name, value in limits.items()}
+    raise ImportError("yoso_deploy is incomplete: yoso_limits.h (the op contract's limits) is neither next to "
+                      f"{here.name} nor in plugins/common of a source checkout; reinstall yoso-deploy")
+
+
+_LIMITS = _contract_limits()
+MAX_HASH_DIM = _LIMITS["kMaxHashDim"]  # largest D the contract allows
+MAX_HASH_CODE_LEN = _LIMITS["kMaxHashCodeLen"]  # 2**30 buckets; larger tables cannot be indexed by int32 codes
+MAX_CUDA_HASH_CODE_LEN = _LIMITS["kMaxCudaHashCodeLen"]  # the CUDA backend's LSHCumulation (not the contract's)
 # The reference evaluates LSHCumulation one block of hash functions at a time so that the
 # gathered rows of a block stay below this many floats.
 _TABLE_BUDGET = 1 << 24

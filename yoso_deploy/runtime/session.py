@@ -150,10 +150,13 @@ def _inference_session(source, so, providers, what: str):
             f"{what} is not a valid ONNX model (the file is corrupt or truncated: "
             f"{str(e).strip().splitlines()[0]}); re-export it with 'yoso-deploy export'"
         ) from e
-    except InvalidGraph as e:
+    except Exception as e:  # noqa: BLE001 -- only the float16 refusal is translated, the rest re-raised
         msg = str(e)
-        if "tensor(float16)" in msg and ("(FastHash)" in msg or "(LSHCumulation)" in msg):
-            # ONNX Runtime's type check of a float16 com.yoso node: only the CUDA kernels take float16.
+        if "which only the CUDA execution provider of libyoso_ort.so runs" in msg or (
+                isinstance(e, InvalidGraph) and "tensor(float16)" in msg
+                and ("(FastHash)" in msg or "(LSHCumulation)" in msg)):
+            # The CPU kernels refuse a float16 com.yoso node at session creation (older libraries: ONNX
+            # Runtime's type check); only the CUDA kernels take float16 (plugins/OPS.md).
             raise UnsupportedPrecisionError(
                 f"{what} is a float16 export, and the CPU kernels of libyoso_ort.so (FastHash, "
                 "LSHCumulation) are float32 only: run it with provider='cuda' (onnxruntime-gpu) or TensorRT, "

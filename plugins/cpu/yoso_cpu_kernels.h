@@ -1,4 +1,5 @@
-// yoso_cpu_simd.h -- instruction-set dispatch and the x86-64 AVX2 kernels of the CPU ops.
+// yoso_cpu_kernels.h -- internal header of the CPU ops: instruction-set dispatch (yoso_cpu.cc), the
+// portable scalar kernels (yoso_cpu_scalar.cc) and the x86-64 AVX2 kernels (yoso_cpu_avx2.cc).
 //
 // The library is built for the baseline x86-64 ISA (no -march=native: wheels run elsewhere). The
 // AVX2+FMA kernels are compiled for that ISA only, per function (__attribute__((target))), and
@@ -6,7 +7,7 @@
 //
 //   * active_isa() is kAvx2 when the CPU (and OS) support AVX2 and FMA, unless the environment
 //     variable YOSO_FORCE_SCALAR is set to a non-empty value other than "0": then (and on other
-//     CPUs / architectures) the portable scalar kernels of yoso_cpu.cc / yoso_core.h run. The
+//     CPUs / architectures) the portable scalar kernels of yoso_cpu_scalar.cc run. The
 //     variable is read on every op call, so it can be toggled between runs (tests, benchmarks).
 //
 // Bit-exactness of FastHash (plugins/OPS.md): the AVX2 Walsh-Hadamard transforms evaluate the
@@ -22,7 +23,7 @@
 //     of a real product into a sum.
 // Codes are then built from ordered "> 0" compares (false for +-0 and NaN), as in the contract.
 //
-// These functions are internal to libyoso_ort.so (only yoso_cpu.cc includes this header) and
+// These functions are internal to the CPU kernels (only plugins/cpu/*.cc include this header) and
 // expect inputs validated by yoso_validate.h, like the functions of yoso_cpu.h.
 #pragma once
 
@@ -30,8 +31,37 @@
 
 #include "yoso_validate.h"
 
+// YOSO_NO_X86_SIMD (a compile definition) builds the portable kernels only, as on other CPUs.
+#if (defined(__x86_64__) || defined(__i386__)) && !defined(YOSO_NO_X86_SIMD)
+#define YOSO_X86_SIMD 1
+#else
+#define YOSO_X86_SIMD 0
+#endif
+
 namespace yoso {
 namespace cpu {
+
+// Largest dense bucket table (floats) a task allocates: 2^20 floats = 4 MiB.
+constexpr int64_t kDenseTableMaxFloats = int64_t{1} << 20;
+
+// ---- portable scalar kernels (yoso_cpu_scalar.cc) ----
+namespace scalar {
+
+// FastHash over the token rows [row_begin, row_end) (same contract as yoso::cpu::fast_hash_f32).
+void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
+                   int32_t* codes, int64_t row_begin, int64_t row_end);
+
+// LSHCumulation over the (b, h) slices [slice_begin, slice_end) (same contract as
+// yoso::cpu::lsh_cumulation_f32) with a dense 2^tau x Dv table (`dense`) or a compact table of the
+// occupied buckets. Allocates its scratch once per call; throws std::bad_alloc only.
+void lsh_cumulation_f32(const LshDims& d, bool dense, const int32_t* query_codes,
+                        const int32_t* key_codes, const int32_t* query_mask,
+                        const int32_t* key_mask, const float* value, float* output,
+                        int64_t slice_begin, int64_t slice_end);
+
+}  // namespace scalar
+
+// ---- instruction-set dispatch (yoso_cpu.cc) and AVX2 kernels (yoso_cpu_avx2.cc) ----
 namespace simd {
 
 enum class Isa { kScalar, kAvx2 };

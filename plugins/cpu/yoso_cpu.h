@@ -3,8 +3,8 @@
 // The functions process a contiguous range of independent work items so that a host framework
 // can split the work over its own thread pool (ONNX Runtime: KernelContext_ParallelFor). They
 // expect inputs already validated by yoso_validate.h (shapes, mask values, code ranges) and never
-// read or write outside the tensors described by the dims. Only float32 is implemented so far.
-// On x86-64 CPUs with AVX2+FMA they run SIMD kernels chosen at run time (yoso_cpu_simd.h; the
+// read or write outside the tensors described by the dims. float32 only (callers widen float16).
+// On x86-64 CPUs with AVX2+FMA they run SIMD kernels chosen at run time (yoso_cpu_kernels.h; the
 // environment variable YOSO_FORCE_SCALAR=1 forces the portable ones); results are the same.
 #pragma once
 
@@ -31,7 +31,7 @@ void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int3
 
 // The kernels fast_hash_f32 / lsh_cumulation_f32 run for these dims right now (their dispatch calls
 // exactly these functions, so a report built from them names the code that runs). For diagnostics:
-// libyoso_ort.so writes them to the file named by YOSO_KERNEL_REPORT (plugins/ort/yoso_ort.cc).
+// libyoso_ort.so writes them to the file named by YOSO_KERNEL_REPORT (plugins/ort/yoso_ort_common.h).
 enum class CpuKernel { kFastHashScalar, kFastHashAvx2, kLshScalarDense, kLshScalarCompact, kLshAvx2Dense };
 CpuKernel fast_hash_kernel(const FastHashDims& d);
 CpuKernel lsh_kernel(const LshDims& d);

@@ -1,140 +1,35 @@
-// yoso_cpu.cc -- CPU implementation of FastHash and LSHCumulation (float32).
+// yoso_cpu_avx2.cc -- the x86-64 AVX2+FMA kernels of FastHash and LSHCumulation (float32).
 //
-// Two sets of kernels (see yoso_cpu_simd.h for the dispatch and YOSO_FORCE_SCALAR):
-//  * portable scalar kernels (any CPU): FastHash per token with yoso_core.h, LSHCumulation with a
-//    bucket table per hash function;
-//  * x86-64 AVX2+FMA kernels, compiled per function with __attribute__((target("avx2,fma"))):
-//      - FastHash, D = 8..64: blocks of 8 consecutive tokens of one (b, h) are transposed so that
-//        one ymm register holds one element of the 8 tokens; every butterfly of the three
-//        Walsh-Hadamard transforms is then a plain vector add/sub (two passes over an L1 buffer
-//        per transform: strides D/2..8, then 4, 2, 1), and the codes of the 8 tokens are built
-//        with compares in the last pass. Leftover rows (fewer than 8 up to a head boundary) keep
-//        one token in D/8 registers (strides 4/2/1 by permutes). D >= 128 runs the stages
-//        through an aligned scratch vector; D < 8 uses the scalar kernel.
-//      - LSHCumulation processes a (b, h) slice one column chunk (16 value columns) and a block
-//        of hash functions at a time, so that the bucket tables of the block, the value chunk
-//        and the output chunk stay in L2: keys add their value chunk into the table rows of their
-//        codes, queries sum the rows of their codes in registers.
-//    Both add in the same order as the scalar kernels (LSHCumulation: keys in key order into a
-//    bucket, hash functions in order into a query), so the two paths give identical results.
-#include "yoso_cpu.h"
-
+// Compiled for the baseline ISA; every kernel function carries __attribute__((target("avx2,fma")))
+// and only runs when the dispatch of yoso_cpu.cc selected it (simd::active_isa() == kAvx2).
+//  * FastHash, D = 8..64: blocks of 8 consecutive tokens of one (b, h) are transposed so that one
+//    ymm register holds one element of the 8 tokens; every butterfly of the three Walsh-Hadamard
+//    transforms is then a plain vector add/sub (two passes over an L1 buffer per transform: strides
+//    D/2..8, then 4, 2, 1), and the codes of the 8 tokens are built with compares in the last pass.
+//    Leftover rows (fewer than 8 up to a head boundary) keep one token in D/8 registers (strides
+//    4/2/1 by permutes). D >= 128 runs the stages through an aligned scratch vector; D < 8 uses the
+//    scalar kernel.
+//  * LSHCumulation processes a (b, h) slice one column chunk (16 value columns) and a block of hash
+//    functions at a time, so that the bucket tables of the block, the value chunk and the output
+//    chunk stay in L2: keys add their value chunk into the table rows of their codes, queries sum
+//    the rows of their codes in registers.
+// Both add in the same order as the scalar kernels (yoso_cpu_scalar.cc), so the two paths give
+// identical results; see yoso_cpu_kernels.h for why FastHash stays bit-exact.
 #include <algorithm>
-#include <cstdlib>
+#include <cstdint>
 #include <cstring>
-#include <memory>
-#include <vector>
 
 #include "yoso_core.h"
-#include "yoso_cpu_simd.h"
+#include "yoso_cpu_kernels.h"
 
-// YOSO_NO_X86_SIMD (a compile definition) builds the portable kernels only, as on other CPUs.
-#if (defined(__x86_64__) || defined(__i386__)) && !defined(YOSO_NO_X86_SIMD)
-#define YOSO_X86_SIMD 1
+#if YOSO_X86_SIMD
 #include <immintrin.h>
 #define YOSO_TARGET_AVX2 __attribute__((target("avx2,fma")))
-#else
-#define YOSO_X86_SIMD 0
 #endif
 
 namespace yoso {
 namespace cpu {
 
-// -------------------------------------------------------------------------------------------
-// Instruction-set dispatch
-// -------------------------------------------------------------------------------------------
-namespace simd {
-
-bool cpu_has_avx2_fma() {
-#if YOSO_X86_SIMD
-  // libgcc's checks include the OS's XSAVE support of the ymm state.
-  static const bool has = [] {
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  }();
-  return has;
-#else
-  return false;
-#endif
-}
-
-bool force_scalar_requested() {
-  const char* v = std::getenv("YOSO_FORCE_SCALAR");
-  return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
-}
-
-Isa active_isa() {
-  return cpu_has_avx2_fma() && !force_scalar_requested() ? Isa::kAvx2 : Isa::kScalar;
-}
-
-}  // namespace simd
-
-namespace {
-
-// Largest dense bucket table (floats) the scalar path allocates per task: 2^20 floats = 4 MiB.
-constexpr int64_t kDenseTableMaxFloats = int64_t{1} << 20;
-// Rough number of scalar operations a parallel task should carry: large enough that ONNX
-// Runtime's per-task scheduling cost (tens of ns) is noise next to the SIMD kernels.
-constexpr int64_t kTaskWork = int64_t{1} << 19;
-
-// Items per task so that one task carries about kTaskWork operations (estimated in double, where
-// the product of sizes cannot overflow).
-inline int64_t items_per_task(double work_per_item) {
-  if (work_per_item >= static_cast<double>(kTaskWork)) return 1;
-  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(kTaskWork) /
-                                                   std::max(1.0, work_per_item)));
-}
-
-inline void add_row(float* dst, const float* src, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
-}
-
-inline size_t round_up64(size_t n) { return (n + 63) / 64 * 64; }
-
-// Scratch memory of one thread, reused by the op calls that run on it (ONNX Runtime's pool threads
-// live as long as the session), so that a task does not allocate and page-fault megabytes each
-// call. Blocks larger than kKeepBytes are released at the end of the call that needed them.
-class ThreadScratch {
- public:
-  static constexpr size_t kKeepBytes = size_t{64} << 20;
-
-  // 64-byte aligned storage of at least `bytes` bytes whose first `zero_bytes` bytes are zero
-  // (the rest unspecified); may throw std::bad_alloc.
-  unsigned char* get(size_t bytes, size_t zero_bytes) {
-    if (bytes > cap_) {
-      buf_.reset();
-      cap_ = zero_prefix_ = 0;
-      buf_.reset(new unsigned char[bytes + 64]);
-      cap_ = bytes;
-    }
-    const uintptr_t p = reinterpret_cast<uintptr_t>(buf_.get());
-    unsigned char* base = buf_.get() + ((64 - (p & 63)) & 63);
-    if (zero_bytes > zero_prefix_) std::memset(base + zero_prefix_, 0, zero_bytes - zero_prefix_);
-    zero_prefix_ = 0;  // until release() says what the caller left zero
-    return base;
-  }
-  // Ends a use: the caller left the first `zero_bytes` bytes zero. Large blocks are freed.
-  void release(size_t zero_bytes) {
-    zero_prefix_ = zero_bytes;
-    if (cap_ > kKeepBytes) {
-      buf_.reset();
-      cap_ = zero_prefix_ = 0;
-    }
-  }
-
- private:
-  std::unique_ptr<unsigned char[]> buf_;
-  size_t cap_ = 0;
-  size_t zero_prefix_ = 0;  // bytes at the start known to be zero
-};
-
-thread_local ThreadScratch tls_scratch;
-
-}  // namespace
-
-// -------------------------------------------------------------------------------------------
-// AVX2 kernels
-// -------------------------------------------------------------------------------------------
 namespace simd {
 
 #if YOSO_X86_SIMD
@@ -768,222 +663,6 @@ void lsh_slice_dense_f32_avx2(const LshDims&, const int32_t*, const int32_t*, co
 #endif  // YOSO_X86_SIMD
 
 }  // namespace simd
-
-// -------------------------------------------------------------------------------------------
-// FastHash
-// -------------------------------------------------------------------------------------------
-
-CpuKernel fast_hash_kernel(const FastHashDims& d) {
-  return d.D >= 8 && simd::active_isa() == simd::Isa::kAvx2 ? CpuKernel::kFastHashAvx2
-                                                             : CpuKernel::kFastHashScalar;
-}
-
-const char* cpu_kernel_name(CpuKernel k) {
-  switch (k) {
-    case CpuKernel::kFastHashScalar: return "scalar";
-    case CpuKernel::kFastHashAvx2: return "avx2";
-    case CpuKernel::kLshScalarDense: return "scalar-dense";
-    case CpuKernel::kLshScalarCompact: return "scalar-compact";
-    case CpuKernel::kLshAvx2Dense: return "avx2-dense";
-  }
-  return "unknown";
-}
-
-bool cpu_supports_avx2_fma() { return simd::cpu_has_avx2_fma(); }
-
-void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
-                   int32_t* codes, int64_t row_begin, int64_t row_end) {
-  if (row_begin >= row_end) return;
-  if (fast_hash_kernel(d) == CpuKernel::kFastHashAvx2) {
-    simd::fast_hash_f32_avx2(d, x, mask, signs, codes, row_begin, row_end);
-    return;
-  }
-  const int D = static_cast<int>(d.D);
-  float t[kMaxHashDim];  // one token's working vector (D <= kMaxHashDim, validated)
-  const int64_t HS = d.H * d.S;
-  const int64_t signs_per_head = 3 * d.P * d.D;
-  for (int64_t row = row_begin; row < row_end; ++row) {
-    const int64_t b = row / HS;
-    const int64_t h = (row / d.S) % d.H;
-    const int64_t s = row % d.S;
-    const bool keep = mask[b * d.S + s] != 0;
-    hash_token(x + row * d.D, keep, signs + h * signs_per_head, d.P, D, d.tau, d.per_part, d.m, t,
-               codes + row * d.m);
-  }
-}
-
-int64_t fast_hash_rows_per_task(const FastHashDims& d) {
-  int64_t log2d = 0;
-  while ((int64_t{1} << log2d) < d.D) ++log2d;
-  const int64_t rows = items_per_task(static_cast<double>(d.P) * 3.0 * static_cast<double>(d.D) *
-                                      static_cast<double>(log2d + 1));
-  // Whole blocks of 8 tokens for the AVX2 kernel.
-  return rows < 8 ? rows : rows / 8 * 8;
-}
-
-// -------------------------------------------------------------------------------------------
-// LSHCumulation
-// -------------------------------------------------------------------------------------------
-
-bool lsh_uses_dense_table(const LshDims& d) {
-  const int64_t buckets = int64_t{1} << d.tau;
-  const int64_t dv = std::max<int64_t>(1, d.Dv);
-  if (buckets > kDenseTableMaxFloats / dv) return false;  // table too large (no overflow: tau <= 30)
-  // A dense table is zeroed once per task; skip it when it would dwarf the real work.
-  const double work = static_cast<double>(d.m) * static_cast<double>(d.Sk + d.Sq);
-  return static_cast<double>(buckets) <= std::max(4096.0, work);
-}
-
-CpuKernel lsh_kernel(const LshDims& d) {
-  const bool dense = lsh_uses_dense_table(d);
-  if (dense && d.Sk > 0 && simd::active_isa() == simd::Isa::kAvx2 && simd::lsh_avx2_applicable(d))
-    return CpuKernel::kLshAvx2Dense;
-  return dense ? CpuKernel::kLshScalarDense : CpuKernel::kLshScalarCompact;
-}
-
-int64_t lsh_slices_per_task(const LshDims& d) {
-  return items_per_task(static_cast<double>(d.m) * static_cast<double>(d.Sk + d.Sq) *
-                        static_cast<double>(std::max<int64_t>(1, d.Dv)));
-}
-
-namespace {
-
-// Dense mode: table[2^tau][Dv], all zero between hash functions. Only the rows that keys touched
-// are re-zeroed after each hash function, so the cost per function is O((Sk + Sq) * Dv).
-void lsh_slice_dense(const LshDims& d, const int32_t* qc, const int32_t* kc,
-                     const int32_t* qm, const int32_t* km, const float* value, float* out,
-                     std::vector<float>& table, std::vector<int32_t>& touched) {
-  const int64_t Dv = d.Dv, m = d.m;
-  for (int64_t f = 0; f < m; ++f) {
-    int64_t ntouched = 0;
-    for (int64_t k = 0; k < d.Sk; ++k) {
-      if (!km[k]) continue;
-      const int32_t c = kc[k * m + f];
-      touched[ntouched++] = c;  // duplicates are harmless (re-zeroed twice)
-      add_row(table.data() + static_cast<int64_t>(c) * Dv, value + k * Dv, Dv);
-    }
-    if (ntouched == 0) continue;  // no unmasked key: every bucket is empty
-    for (int64_t q = 0; q < d.Sq; ++q) {
-      if (!qm[q]) continue;
-      add_row(out + q * Dv, table.data() + static_cast<int64_t>(qc[q * m + f]) * Dv, Dv);
-    }
-    for (int64_t i = 0; i < ntouched; ++i)
-      std::memset(table.data() + static_cast<int64_t>(touched[i]) * Dv, 0,
-                  static_cast<size_t>(Dv) * sizeof(float));
-  }
-}
-
-struct KeyEntry {
-  int32_t code;
-  int64_t key;
-};
-
-// Compact mode (large tau): per hash function, sort the unmasked keys by code, sum the values of
-// each occupied bucket into one compact row, and let each query binary-search its bucket.
-void lsh_slice_compact(const LshDims& d, const int32_t* qc, const int32_t* kc, const int32_t* qm,
-                       const int32_t* km, const float* value, float* out,
-                       std::vector<KeyEntry>& entries, std::vector<int32_t>& bucket_codes,
-                       std::vector<float>& table) {
-  const int64_t Dv = d.Dv, m = d.m;
-  for (int64_t f = 0; f < m; ++f) {
-    int64_t n = 0;
-    for (int64_t k = 0; k < d.Sk; ++k)
-      if (km[k]) entries[n++] = KeyEntry{kc[k * m + f], k};
-    if (n == 0) continue;
-    std::sort(entries.begin(), entries.begin() + n, [](const KeyEntry& a, const KeyEntry& b) {
-      return a.code != b.code ? a.code < b.code : a.key < b.key;
-    });
-    int64_t nb = 0;  // occupied buckets
-    for (int64_t i = 0; i < n; ++i) {
-      if (nb == 0 || bucket_codes[nb - 1] != entries[i].code) {
-        bucket_codes[nb] = entries[i].code;
-        std::memset(table.data() + nb * Dv, 0, static_cast<size_t>(Dv) * sizeof(float));
-        ++nb;
-      }
-      add_row(table.data() + (nb - 1) * Dv, value + entries[i].key * Dv, Dv);
-    }
-    const int32_t* first = bucket_codes.data();
-    const int32_t* last = first + nb;
-    for (int64_t q = 0; q < d.Sq; ++q) {
-      if (!qm[q]) continue;
-      const int32_t c = qc[q * m + f];
-      const int32_t* it = std::lower_bound(first, last, c);
-      if (it != last && *it == c) add_row(out + q * Dv, table.data() + (it - first) * Dv, Dv);
-    }
-  }
-}
-
-}  // namespace
-
-void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
-                        const int32_t* query_mask, const int32_t* key_mask, const float* value,
-                        float* output, int64_t slice_begin, int64_t slice_end) {
-  if (slice_begin >= slice_end || d.Sq == 0 || d.Dv == 0) return;  // nothing to write
-  const int64_t Dv = d.Dv, m = d.m;
-  const CpuKernel kernel = lsh_kernel(d);
-  const bool dense = kernel != CpuKernel::kLshScalarCompact;
-  const float m_f = static_cast<float>(m);
-
-  if (kernel == CpuKernel::kLshAvx2Dense) {
-    // Scratch from this thread's reusable block: the bucket tables (zeroed here; the kernel
-    // leaves them zero), the packed value / output chunks, the lists of unmasked keys and queries
-    // and the table offsets of their codes.
-    const size_t float_bytes =
-        round_up64(static_cast<size_t>(simd::lsh_avx2_scratch_floats(d)) * sizeof(float));
-    const size_t index_bytes = round_up64(static_cast<size_t>(d.Sk + d.Sq) * sizeof(int64_t));
-    const size_t code_bytes = static_cast<size_t>((d.Sk + d.Sq) * m) * sizeof(int32_t);
-    const size_t table_bytes = static_cast<size_t>(simd::lsh_avx2_table_floats(d)) * sizeof(float);
-    unsigned char* base = tls_scratch.get(float_bytes + index_bytes + code_bytes, table_bytes);
-    float* floats = reinterpret_cast<float*>(base);
-    int64_t* index_scratch = reinterpret_cast<int64_t*>(base + float_bytes);
-    int32_t* code_scratch = reinterpret_cast<int32_t*>(base + float_bytes + index_bytes);
-    for (int64_t bh = slice_begin; bh < slice_end; ++bh) {
-      const int64_t b = bh / d.H;
-      simd::lsh_slice_dense_f32_avx2(d, query_codes + bh * d.Sq * m, key_codes + bh * d.Sk * m,
-                                     query_mask + b * d.Sq, key_mask + b * d.Sk,
-                                     value + bh * d.Sk * Dv, output + bh * d.Sq * Dv, floats,
-                                     index_scratch, code_scratch);
-    }
-    tls_scratch.release(table_bytes);  // the kernel leaves the bucket tables zero
-    return;
-  }
-
-  // Scratch, allocated once for the whole range of slices.
-  std::vector<float> table;
-  std::vector<int32_t> touched_or_codes;
-  std::vector<KeyEntry> entries;
-  if (d.Sk > 0) {
-    if (dense) {
-      table.assign(static_cast<size_t>((int64_t{1} << d.tau) * Dv), 0.0f);
-      touched_or_codes.resize(static_cast<size_t>(d.Sk));
-    } else {
-      table.resize(static_cast<size_t>(d.Sk * Dv));
-      touched_or_codes.resize(static_cast<size_t>(d.Sk));
-      entries.resize(static_cast<size_t>(d.Sk));
-    }
-  }
-
-  for (int64_t bh = slice_begin; bh < slice_end; ++bh) {
-    float* out = output + bh * d.Sq * Dv;
-    std::memset(out, 0, static_cast<size_t>(d.Sq * Dv) * sizeof(float));
-    if (d.Sk == 0) continue;  // no keys: all-zero output (key inputs are empty, maybe null)
-    const int64_t b = bh / d.H;
-    const int32_t* qc = query_codes + bh * d.Sq * m;
-    const int32_t* kc = key_codes + bh * d.Sk * m;
-    const int32_t* qm = query_mask + b * d.Sq;
-    const int32_t* km = key_mask + b * d.Sk;
-    const float* v = value + bh * d.Sk * Dv;
-    if (dense) {
-      lsh_slice_dense(d, qc, kc, qm, km, v, out, table, touched_or_codes);
-    } else {
-      lsh_slice_compact(d, qc, kc, qm, km, v, out, entries, touched_or_codes, table);
-    }
-    // Average over the hash functions (a division, rounded like the reference's `out / m`;
-    // masked queries stay exactly 0).
-    const int64_t n = d.Sq * Dv;
-    for (int64_t i = 0; i < n; ++i) out[i] = out[i] / m_f;
-  }
-}
 
 }  // namespace cpu
 }  // namespace yoso
