@@ -14,6 +14,12 @@ changes hit all of them alike), the latency of one encoder layer (and optionally
   bert-ort       the same BERT exported to ONNX (TorchScript exporter, eager attention, which the
                  ORT transformer optimizer pattern-matches) and fused by
                  onnxruntime.transformers.optimizer (Attention, SkipLayerNorm, BiasGelu)
+  ort-lsh-int8   ort-lsh quantized by `yoso-deploy quantize` with its defaults (dynamic, int8 weights,
+                 uint8 activations, per tensor, Q/K int8); variants ort-lsh-int8-static (QDQ, calibrated
+                 on 16 generated inputs of 512 tokens), ort-lsh-int8-qkfp32 (query/key projections
+                 kept fp32) and ort-lsh-int8-static-qkfp32
+  bert-ort-int8  bert-ort quantized the same way (onnxruntime.quantization.quantize_dynamic: every
+                 MatMul with a weight and the fused Attention's QKV weights, int8, per tensor)
 
 plus FastHash and LSHCumulation alone (ONNX Runtime, the shapes of one layer) and the GEMM floor
 (the layer's dense projections as one torch linear chain). Minimum over repeats is reported.
@@ -48,6 +54,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUADRATIC = {"torch-exp", "hf-yoso-e", "ort-exp"}
+INT8_VARIANTS = {"ort-lsh-int8": ("dynamic", "int8"), "ort-lsh-int8-qkfp32": ("dynamic", "fp32"),
+                 "ort-lsh-int8-static": ("static", "int8"), "ort-lsh-int8-static-qkfp32": ("static", "fp32")}
 
 
 # Peak RSS of an ORT LSH session, measured in a fresh process that holds nothing else (the benchmark
@@ -140,9 +148,17 @@ def build_backends(layers: int, args, work: Path) -> dict:
         return lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})
 
     for mode, name in (("lsh", "ort-lsh"), ("expectation", "ort-exp")):
-        if name in want:
+        if name in want or (name == "ort-lsh" and want & set(INT8_VARIANTS)):
             res = export(ckpt, work / f"{name}-{layers}", task="base", attention=mode, validate=False)
-            fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
+            if name in want:
+                fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
+    for name, (method, qk) in INT8_VARIANTS.items():
+        if name in want:
+            from yoso_deploy.quantization import quantize
+
+            q = quantize(work / f"ort-lsh-{layers}", work / f"{name}-{layers}", method=method, qk=qk, validate=False,
+                         calibration_samples=16 if method == "static" else None, threads=args.threads)
+            fns[name] = ort_fn(create_session(q.onnx_path, intra_op_threads=args.threads))
 
     def torch_fn(model):
         def run(ids, mask):
@@ -158,7 +174,7 @@ def build_backends(layers: int, args, work: Path) -> dict:
         fns["torch-exp"] = torch_fn(convert_model(copy.deepcopy(hf), attention="expectation"))
     if "hf-yoso-e" in want:
         fns["hf-yoso-e"] = torch_fn(hf)
-    if want & {"bert-sdpa", "bert-ort"}:
+    if want & {"bert-sdpa", "bert-ort", "bert-ort-int8"}:
         bcfg = BertConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
                           intermediate_size=3072, max_position_embeddings=max(args.seq_lens),
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -167,16 +183,43 @@ def build_backends(layers: int, args, work: Path) -> dict:
         bert = BertModel(bcfg).eval()
         if "bert-sdpa" in want:
             fns["bert-sdpa"] = torch_fn(bert)
-        if "bert-ort" in want:
-            fns["bert-ort"] = ort_fn(bert_ort_session(bert, bcfg, work / f"bert-{layers}", args.threads))
+        if want & {"bert-ort", "bert-ort-int8"}:
+            opt = bert_ort_model(bert, bcfg, work / f"bert-{layers}")
+            if "bert-ort" in want:
+                fns["bert-ort"] = ort_fn(plain_session(opt, args.threads))
+            if "bert-ort-int8" in want:
+                fns["bert-ort-int8"] = ort_fn(plain_session(bert_int8(opt), args.threads))
     return fns
 
 
-def bert_ort_session(bert, bcfg, out: Path, threads: int):
-    """BERT -> ONNX (TorchScript exporter, eager attention) -> ORT transformer optimizer -> session."""
+def plain_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def bert_int8(opt: Path) -> Path:
+    """The fused BERT quantized as `yoso-deploy quantize` quantizes ours by default: dynamic, int8 weights, per
+    tensor -- every MatMul with a weight, and the QKV weights of the fused Attention (QAttention)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = opt.with_name("bert.int8.onnx")
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(str(opt), str(out), op_types_to_quantize=["MatMul", "Attention"], per_channel=False,
+                     reduce_range=False, weight_type=QuantType.QInt8,
+                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out
+
+
+def bert_ort_model(bert, bcfg, out: Path) -> Path:
+    """BERT -> ONNX (TorchScript exporter, eager attention) -> ORT transformer optimizer -> bert.opt.onnx."""
     import copy
 
-    import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -203,9 +246,7 @@ def bert_ort_session(bert, bcfg, out: Path, threads: int):
     fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     print(f"  bert-ort fused operators: {fused}", flush=True)
     opt.save_model_to_file(str(out / "bert.opt.onnx"))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(out / "bert.opt.onnx"), so, providers=["CPUExecutionProvider"])
+    return out / "bert.opt.onnx"
 
 
 def op_sessions(args):
@@ -339,13 +380,31 @@ def targets(per: dict, rss: dict) -> list[str]:
         v = (run[4096] - run[2048]) / max(1e-9, run[2048] - run[1024])
         row(f"RSS linear in S: growth 2048->4096 / growth 1024->2048 (linear 2, quadratic 4; "
             f"{1024 * (run[4096] - run[2048]) / 2048:.0f} MB per 1k tokens)", v, v <= 2.5, "{:.2f}")
+    q8 = get("ort-lsh-int8", 4096)
+    if q8:
+        v = lsh / q8
+        row("S 4096: ORT LSH fp32 / ORT LSH int8 >= 2.2x", v, v >= 2.2, "{:.2f}x")
+        if get("bert-ort-int8", 4096):
+            v = get("bert-ort-int8", 4096) / q8
+            row("S 4096: BERT-ORT int8 / ORT LSH int8 >= 1.8x", v, v >= 1.8, "{:.2f}x")
     return ["", "Targets (ORT LSH, one layer, batch 1):", ""] + rows if rows else []
+
+
+def int8_ratios(per: dict, b: int, s: int) -> list[str]:
+    """Same-run ratios of the int8 backends: fp32 / int8 of ours and of BERT, and BERT int8 / ours int8."""
+    get = lambda n: per.get(f"{n}|{b}|{s}")  # noqa: E731
+    parts = [f"ort-lsh/{n} = {get('ort-lsh') / get(n):.2f}x" for n in INT8_VARIANTS if get(n) and get("ort-lsh")]
+    if get("bert-ort-int8") and get("ort-lsh-int8"):
+        parts.append(f"bert-ort-int8/ort-lsh-int8 = {get('bert-ort-int8') / get('ort-lsh-int8'):.2f}x")
+    if get("bert-ort-int8") and get("bert-ort"):
+        parts.append(f"bert-ort/bert-ort-int8 = {get('bert-ort') / get('bert-ort-int8'):.2f}x")
+    return parts
 
 
 def report(data: dict, args, out: Path):
     per = data["per_layer"]["min_ms"]
-    names = [n for n in ("ort-lsh", "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa", "bert-ort",
-                         "FastHash (x2)", "LSHCumulation", "GEMM floor")
+    names = [n for n in ("ort-lsh", *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
+                         "bert-ort", "bert-ort-int8", "FastHash (x2)", "LSHCumulation", "GEMM floor")
              if any(k.startswith(n + "|") for k in per)]
     lines = [f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
              f"{args.threads} threads; onnxruntime {data['machine']['onnxruntime']}, torch {data['machine']['torch']}, "
@@ -372,6 +431,7 @@ def report(data: dict, args, out: Path):
             floor = per.get(f"GEMM floor|{b}|{s}")
             if floor:
                 parts.append(f"ORT LSH / GEMM floor = {lsh / floor:.2f}")
+            parts += int8_ratios(per, b, s)
             lines.append(f"- batch {b}, S {s}: " + "; ".join(parts))
     for b in args.batches:
         lo, hi = min(args.seq_lens), max(args.seq_lens)
@@ -380,14 +440,21 @@ def report(data: dict, args, out: Path):
             if a and z:
                 lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
     lines += targets(per, data.get("rss_layer") or {})
-    for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model")):
+    for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model"),
+                      ("int8, one layer", "rss_layer_int8"), (f"int8, {args.layers} layers", "rss_model_int8")):
         rss = data.get(key)
         if rss:
-            lines.append(f"- ORT LSH session, {what}, fresh process per shape: peak RSS MB (growth while running): " +
+            lines.append(f"- ORT LSH {what.split(',')[0] + ' ' if 'int8' in what else ''}session, {what.split(', ')[-1]}, "
+                         "fresh process per shape: peak RSS MB (growth while running): " +
                          ", ".join(f"B{k.split('|')[0]} S{k.split('|')[1]}: {v['peak_mb']:.0f} (+{v['run_mb']:.0f})"
                                    for k, v in rss.items()))
     if "whole_model" in data:
         wm = data["whole_model"]["min_ms"]
+        for b in args.whole_batches:
+            for s in args.seq_lens:
+                parts = int8_ratios(wm, b, s)
+                if parts:
+                    lines.append(f"- whole model, batch {b}, S {s}: " + "; ".join(parts))
         lines += ["", f"Whole model ({args.layers} layers), ms:", "",
                   "| backend | " + " | ".join(f"B{b} S{s}" for b in args.whole_batches for s in args.seq_lens) + " |",
                   "|---|" + "---:|" * (len(args.whole_batches) * len(args.seq_lens))]
@@ -467,6 +534,9 @@ def main():
         gc.collect()
         if "ort-lsh" in args.backends:
             data["rss_layer"] = isolated_rss(work / "ort-lsh-1" / "model.onnx", args.seq_lens, args.batches, args.threads)
+        if "ort-lsh-int8" in args.backends:
+            data["rss_layer_int8"] = isolated_rss(work / "ort-lsh-int8-1" / "model.onnx", args.seq_lens, args.batches,
+                                                  args.threads)
         gc.collect()
         if args.whole_model:
             print(f"building {args.layers}-layer backends ...", flush=True)
@@ -478,6 +548,9 @@ def main():
             if "ort-lsh" in args.backends:
                 data["rss_model"] = isolated_rss(work / f"ort-lsh-{args.layers}" / "model.onnx", args.seq_lens,
                                                  args.whole_batches, args.threads)
+            if "ort-lsh-int8" in args.backends:
+                data["rss_model_int8"] = isolated_rss(work / f"ort-lsh-int8-{args.layers}" / "model.onnx", args.seq_lens,
+                                                      args.whole_batches, args.threads)
     data["seconds"] = time.time() - t0
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
     report(data, args, args.out)

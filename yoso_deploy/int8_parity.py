@@ -5,18 +5,24 @@ answers with fp32 tolerances and tie-aware codes. An int8 export computes someth
 every quantized projection rounds its weights (and activations) to 8 bits, ~0.5-1 % relative error per
 GEMM, and the LSH codes move wherever a pre-sign value is smaller than that error (not only within
 float32 rounding of 0). So an int8 export is judged by how *close* it is, against a reference run
-(the fp32 export in ONNX Runtime, or the PyTorch reference), per input case:
+(the fp32 export in ONNX Runtime, or the PyTorch reference):
 
-* **outputs** -- cosine similarity of each model output with the reference's (token-level outputs
-  over unmasked tokens only), and the largest absolute difference relative to the reference's largest
-  magnitude (``max |a - r| / max |r|``);
-* **hidden states** -- cosine similarity of the embeddings' and every encoder layer's output;
-* **codes** -- the *code agreement rate* of every layer and role (query, key): the fraction of hash
-  codes of unmasked tokens identical to the reference's;
-* **task agreement** -- over all cases together, the fraction of the task's decisions the int8 export
-  makes as the reference does: QA start and end argmax per row (unmasked tokens), class argmax per row
-  (sequence classification, multiple choice), label argmax per unmasked token (token classification,
-  fill-mask). The feature-extraction task has no decision; its outputs are judged by cosine.
+* **outputs**, per input case -- cosine similarity of each model output with the reference's
+  (token-level outputs over unmasked tokens only), and the largest absolute difference relative to the
+  reference's largest magnitude (``max |a - r| / max |r|``; loose by default: a moved hash code moves
+  single tokens' outputs far, so this catches gross errors only);
+* over all cases together (every unmasked token of every input counts once: the worst few tokens of a
+  short input are not a rate):
+
+  * **hidden states** -- cosine similarity of the embeddings' and every encoder layer's output;
+  * **codes** -- the *code agreement rate* of every layer and role (query, key): the fraction of hash
+    codes identical to the reference's;
+  * **task agreement** -- per decision output, the fraction of the task's decisions the int8 export
+    makes as the reference does: QA start and end argmax per row (unmasked tokens), class argmax per
+    row (sequence classification, multiple choice), label argmax per unmasked token (token
+    classification, fill-mask); the feature-extraction task has none. A decision the reference itself
+    barely makes (its runner-up within ``tie_margin`` of the row's score range) is a *near-tie*, counted
+    apart; fewer than ``min_decisions`` decisive decisions are reported, not judged.
 
 Default thresholds (:class:`Int8Thresholds`; README "int8 quantization" gives the measurements they come
 from) pass every correct int8 export measured here -- dynamic and static, Q/K projections int8 or fp32,
@@ -38,8 +44,8 @@ import numpy as np
 
 from ._text import format_table
 
-# The task's decisions: output name -> "row" (argmax over the last axis per row, unmasked tokens only
-# when the axis is the sequence), "token" (argmax over the last axis per unmasked token).
+# The task's decisions: output name -> "sequence" (argmax over the unmasked tokens of each row), "row"
+# (argmax over the last axis per row), "token" (argmax over the last axis per unmasked token).
 TASK_DECISIONS = {
     "qa": {"start_logits": "sequence", "end_logits": "sequence"},
     "sequence-classification": {"logits": "row"},
@@ -293,41 +299,11 @@ def values_from_probes(probes, values: dict, output_names) -> RunValues:
 
 def judge_case(task: str, feeds: dict, got: RunValues, ref: RunValues, backend: str, against: str,
                thresholds: Int8Thresholds = DEFAULT_THRESHOLDS) -> list[Int8Check]:
-    """Outputs, hidden states and codes of one case (task agreement: :func:`judge_task`)."""
+    """The model outputs of one case: cosine and max abs (codes, hidden states, task: :func:`judge_pooled`)."""
     case = "x".join(str(d) for d in np.asarray(feeds["input_ids"]).shape)
     mask = token_mask(feeds)
     th = thresholds
     out: list[Int8Check] = []
-    for key in sorted(ref.codes, key=lambda k: (k[0], k[1] != "query")):
-        layer, role = key
-        r, a = ref.codes[key], got.codes.get(key)
-        c = Int8Check(backend, against, case, "codes", f"layer {layer} {role} codes", layer=layer,
-                      threshold=th.min_code_agreement)
-        if a is None or r is None or np.shape(a) != np.shape(r):
-            c.error = Int8Failure(f"{c.name}: codes missing or of shape {None if a is None else list(np.shape(a))}, "
-                                  f"reference {None if r is None else list(np.shape(r))}")
-        else:
-            keep = np.broadcast_to(mask[:, None, :, None], np.shape(r))  # [rows, H, S, m]
-            same = (np.asarray(a) == np.asarray(r)) & keep
-            c.agree, c.total = int(same.sum()), int(keep.sum())
-            c.value = c.agree / max(1, c.total)
-            if not c.value >= th.min_code_agreement:
-                c.error = Int8Failure(f"{c.name}: {c.agree:,} of {c.total:,} codes ({c.value:.4f}) equal the "
-                                      f"{against}'s, below {th.min_code_agreement:g}")
-        out.append(c)
-    if ref.hidden and len(got.hidden) != len(ref.hidden):
-        out.append(Int8Check(backend, against, case, "hidden", "hidden states", error=Int8Failure(
-            f"hidden states: the backend returned {len(got.hidden)}, the {against} {len(ref.hidden)}")))
-    for k, (r, a) in enumerate(zip(ref.hidden, got.hidden)):
-        name = f"hidden_states.{k}" + (" (embeddings)" if k == 0 else f" (layer {k - 1})")
-        c = Int8Check(backend, against, case, "hidden", name, layer=k - 1, threshold=th.min_hidden_cosine)
-        if a is None or r is None or np.shape(a) != np.shape(r):
-            c.error = Int8Failure(f"{name}: missing or of another shape than the reference's")
-        else:
-            c.value = cosine(token_values(a, mask), token_values(r, mask))
-            if not c.value >= th.min_hidden_cosine:
-                c.error = Int8Failure(f"{name}: cosine {c.value:.6f} with the {against} below {th.min_hidden_cosine:g}")
-        out.append(c)
     for name, r in ref.outputs.items():
         a = got.outputs.get(name)
         c = Int8Check(backend, against, case, "output", name, threshold=th.min_output_cosine,
@@ -350,6 +326,69 @@ def judge_case(task: str, feeds: dict, got: RunValues, ref: RunValues, backend: 
         if problems:
             c.error = Int8Failure(f"{name}: " + "; ".join(problems))
         out.append(c)
+    return out
+
+
+def judge_pooled(cases: list[tuple[dict, RunValues, RunValues]], backend: str, against: str,
+                 thresholds: Int8Thresholds = DEFAULT_THRESHOLDS) -> list[Int8Check]:
+    """Code agreement of every layer and role and cosine of every hidden state, pooled over all cases (every
+    unmasked token of every input counts once): a rate over many inputs, not the worst of a few tokens."""
+    th = thresholds
+    codes: dict[tuple, list] = {}  # key -> [agree, total, problem]
+    hidden: dict[int, list] = {}  # k -> [dot, |a|^2, |r|^2, problem]
+    n_hidden = None
+    for feeds, got, ref in cases:
+        mask = token_mask(feeds)
+        for key, r in ref.codes.items():
+            n = codes.setdefault(key, [0, 0, ""])
+            a = got.codes.get(key)
+            if a is None or np.shape(a) != np.shape(r):
+                n[2] = n[2] or (f"codes missing or of shape {None if a is None else list(np.shape(a))}, reference "
+                                f"{list(np.shape(r))}")
+                continue
+            keep = np.broadcast_to(mask[:, None, :, None], np.shape(r))  # [rows, H, S, m]
+            n[0] += int(((np.asarray(a) == np.asarray(r)) & keep).sum())
+            n[1] += int(keep.sum())
+        if ref.hidden:
+            n_hidden = len(ref.hidden)
+            for k, r in enumerate(ref.hidden):
+                n = hidden.setdefault(k, [0.0, 0.0, 0.0, ""])
+                a = got.hidden[k] if k < len(got.hidden) else None
+                if a is None or np.shape(a) != np.shape(r):
+                    n[3] = n[3] or "missing or of another shape than the reference's"
+                    continue
+                av = token_values(a, mask).astype(np.float64).ravel()
+                rv = token_values(r, mask).astype(np.float64).ravel()
+                n[0] += float(av @ rv)
+                n[1] += float(av @ av)
+                n[2] += float(rv @ rv)
+    out = []
+    for (layer, role) in sorted(codes, key=lambda k: (k[0], k[1] != "query")):
+        agree, total, problem = codes[(layer, role)]
+        c = Int8Check(backend, against, "all", "codes", f"layer {layer} {role} codes", layer=layer,
+                      threshold=th.min_code_agreement, agree=agree, total=total,
+                      value=agree / total if total else float("nan"))
+        if problem:
+            c.error = Int8Failure(f"{c.name}: {problem}")
+        elif not c.value >= th.min_code_agreement:
+            c.error = Int8Failure(f"{c.name}: {agree:,} of {total:,} codes ({c.value:.4f}) equal the {against}'s, "
+                                  f"below {th.min_code_agreement:g}")
+        out.append(c)
+    for k in sorted(hidden):
+        dot, aa, rr, problem = hidden[k]
+        name = f"hidden_states.{k}" + (" (embeddings)" if k == 0 else f" (layer {k - 1})")
+        c = Int8Check(backend, against, "all", "hidden", name, layer=k - 1, threshold=th.min_hidden_cosine)
+        c.value = 1.0 if aa == 0 and rr == 0 else (dot / np.sqrt(aa * rr) if aa > 0 and rr > 0 else 0.0)
+        if problem:
+            c.error = Int8Failure(f"{name}: {problem}")
+        elif not c.value >= th.min_hidden_cosine:
+            c.error = Int8Failure(f"{name}: cosine {c.value:.6f} with the {against} below {th.min_hidden_cosine:g}")
+        out.append(c)
+    if n_hidden is not None:
+        short = [i for i, (_, got, _) in enumerate(cases) if len(got.hidden) != n_hidden]
+        if short:
+            out.append(Int8Check(backend, against, "all", "hidden", "hidden states", error=Int8Failure(
+                f"hidden states: the backend returned {len(cases[short[0]][1].hidden)}, the {against} {n_hidden}")))
     return out
 
 
@@ -395,4 +434,23 @@ def judge_int8(task: str, cases: list[tuple[dict, RunValues, RunValues]], backen
     checks = []
     for feeds, got, ref in cases:
         checks += judge_case(task, feeds, got, ref, backend, against, thresholds)
-    return checks + judge_task(task, cases, backend, against, thresholds)
+    return checks + judge_pooled(cases, backend, against, thresholds) + judge_task(task, cases, backend, against,
+                                                                                   thresholds)
+
+
+def parse_thresholds(items) -> Int8Thresholds:
+    """``["min_hidden_cosine=0.99", ...]`` -> :class:`Int8Thresholds` (the defaults for the rest)."""
+    from dataclasses import fields, replace
+
+    known = {f.name: f.type for f in fields(Int8Thresholds)}
+    values = {}
+    for item in items or ():
+        name, sep, num = str(item).partition("=")
+        name = name.strip()
+        if not sep or name not in known:
+            raise ValueError(f"bad --int8-threshold {item!r}: write NAME=VALUE with NAME one of {', '.join(known)}")
+        try:
+            values[name] = int(num) if name == "min_decisions" else float(num)
+        except ValueError:
+            raise ValueError(f"bad --int8-threshold {item!r}: {num!r} is not a number") from None
+    return replace(DEFAULT_THRESHOLDS, **values)

@@ -414,7 +414,8 @@ def _quantize_model(src_path: Path, out_path: Path, method: str, nodes: list[Den
         if method == "dynamic":
             quantize_dynamic(str(src_path), str(out_path), op_types_to_quantize=["MatMul"], nodes_to_quantize=names,
                              per_channel=per_channel, reduce_range=opts["reduce_range"],
-                             weight_type=_qtype(opts["weight_type"]), extra_options={"MatMulConstBOnly": True})
+                             weight_type=_qtype(opts["weight_type"]),
+                             extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
             return
         cache = work / "calibration.json"
         save_tensors_data(TensorsData(CalibrationMethod.MinMax, ranges), cache)
@@ -424,6 +425,7 @@ def _quantize_model(src_path: Path, out_path: Path, method: str, nodes: list[Den
                         reduce_range=opts["reduce_range"], activation_type=_qtype(opts["activation_type"]),
                         weight_type=_qtype(opts["weight_type"]), calibrate_method=CalibrationMethod.MinMax,
                         extra_options={"MatMulConstBOnly": True, "OpTypesToExcludeOutputQuantization": ["MatMul"],
+                                       "DefaultTensorType": onnx.TensorProto.FLOAT,
                                        "ActivationSymmetric": opts["activation_type"] == "int8",
                                        "WeightSymmetric": True})
     model = onnx.load(str(work / "qdq.onnx"))
