@@ -27,6 +27,16 @@ Quadratic backends are skipped above --max-quadratic-tokens (batch x S^2) with a
 Each timed call starts after a --settle-ms pause (thread pools of the previous backend go idle). The
 peak RSS of the ORT LSH session is measured per shape in a fresh process that holds nothing else.
 
+Outputs are compared before anything is timed (a benchmark of wrong results is worthless), per shape:
+FastHash codes bit-identical to the PyTorch reference op and LSHCumulation within 1e-5 of its scale;
+ort-exp, torch-exp and hf-yoso-e within 1e-4 of the output scale (the same YOSO-E); bert-ort vs
+bert-sdpa likewise; ort-lsh vs our PyTorch LSH reference (torch-lsh; built for the check at the
+largest S when not timed) to 1e-4 of the scale on all but 1 % of the tokens (a hash code can flip
+between two correct implementations when a projection is within rounding of 0: measured 2 of 1024
+and 8 of 4096 tokens beyond 1e-4 of the scale, worst 4e-4 of it), and no token beyond 1e-2 of it.
+A failed check stops the run at once with exit 1 (nothing wrong is timed). Targets that are not met
+are listed in a final "targets NOT met" line; --require-targets makes that exit 1 as well.
+
 Default config: yoso-4096 sizes (hidden 768, 12 heads, FFN 3072, m=64, tau=9).
 
     python scripts/bench_cpu.py                              # per layer, S 512..4096, batch 1 and 8
@@ -249,6 +259,103 @@ def bert_ort_model(bert, bcfg, out: Path) -> Path:
     return out / "bert.opt.onnx"
 
 
+# ---- output checks -----------------------------------------------------------------------------
+
+DENSE_REL_TOL = 1e-4  # same computation, different kernels: max |a - b| <= 1e-4 * max |reference|
+LSH_ROW_REL_TOL = 1e-4  # ort-lsh vs the PyTorch LSH reference, per token row
+LSH_MAX_ROWS_BEYOND = 0.01  # fraction of token rows allowed beyond LSH_ROW_REL_TOL (flipped codes)
+LSH_WORST_REL = 1e-2  # no token row beyond this
+INT8_MIN_COSINE = 0.99  # an int8 backend vs its fp32 backend: cosine of the whole output (README "int8 quantization")
+
+
+def _array(out):
+    """The first output of a backend call (ORT: list of arrays; torch: a ModelOutput) as numpy."""
+    if isinstance(out, (list, tuple)):
+        out = out[0]
+    if hasattr(out, "last_hidden_state"):
+        out = out.last_hidden_state
+    if isinstance(out, torch.Tensor):
+        out = out.detach().numpy()
+    return np.asarray(out, dtype=np.float32)
+
+
+def compare(what: str, b: int, s: int, got, want, kind: str = "dense", rel_tol: float = DENSE_REL_TOL) -> dict:
+    """One output check; kind: "exact" (integers), "dense" (rounding only), "lsh" (flipped codes), "int8"
+    (a quantized backend against its fp32 backend: cosine of the whole output)."""
+    got, want = np.asarray(got), np.asarray(want)
+    row = {"what": what, "batch": b, "seq": s, "kind": kind}
+    if got.shape != want.shape:
+        row.update(ok=False, detail=f"shape {got.shape} != {want.shape}")
+        return row
+    if kind == "exact":
+        same = float(np.mean(got == want)) if want.size else 1.0
+        row.update(identical=same, ok=same == 1.0, detail=f"{100 * same:.4f}% identical")
+        return row
+    err = np.abs(got.astype(np.float64) - want.astype(np.float64))
+    scale = float(np.abs(want).max()) if want.size else 0.0
+    finite = bool(np.isfinite(got).all())
+    row.update(max_abs=float(err.max(initial=0.0)), scale=scale)
+    if kind == "int8":
+        a, w = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+        cos = float(a @ w / max(np.linalg.norm(a) * np.linalg.norm(w), 1e-300)) if finite else 0.0
+        row.update(cosine=cos, ok=cos >= INT8_MIN_COSINE,
+                   detail=f"cosine {cos:.6f} (allowed >= {INT8_MIN_COSINE:g}), max abs {row['max_abs']:.3g} (scale {scale:.3g})")
+        return row
+    if kind == "dense":
+        ok = finite and row["max_abs"] <= rel_tol * scale
+        row.update(ok=ok, detail=f"max abs {row['max_abs']:.2e} (scale {scale:.3g}, tol {rel_tol:g} x scale)")
+        return row
+    rows = err.reshape(-1, err.shape[-1]).max(axis=1) / max(scale, 1e-30)
+    beyond = float(np.mean(rows > LSH_ROW_REL_TOL))
+    ok = finite and beyond <= LSH_MAX_ROWS_BEYOND and float(rows.max(initial=0.0)) <= LSH_WORST_REL
+    row.update(rows_beyond=beyond, worst_rel=float(rows.max(initial=0.0)), ok=ok,
+               detail=f"{100 * beyond:.2f}% of tokens beyond {LSH_ROW_REL_TOL:g} x scale (allowed "
+                      f"{100 * LSH_MAX_ROWS_BEYOND:g}%), worst {rows.max(initial=0.0):.1e} x scale "
+                      f"(allowed {LSH_WORST_REL:g})")
+    return row
+
+
+def check_layer_outputs(outs: dict, b: int, s: int, reference_lsh=None) -> list[dict]:
+    """Compares the backends that compute the same function; outs: name -> numpy output."""
+    checks = []
+    for name in ("torch-exp", "hf-yoso-e"):
+        if name in outs and "ort-exp" in outs:
+            checks.append(compare(f"{name} vs ort-exp", b, s, outs[name], outs["ort-exp"]))
+    if "bert-ort" in outs and "bert-sdpa" in outs:
+        checks.append(compare("bert-ort vs bert-sdpa", b, s, outs["bert-ort"], outs["bert-sdpa"]))
+    for q8, fp in [(n, "ort-lsh") for n in INT8_VARIANTS] + [("bert-ort-int8", "bert-ort")]:
+        if q8 in outs and fp in outs:
+            checks.append(compare(f"{q8} vs {fp} (int8 vs fp32)", b, s, outs[q8], outs[fp], "int8"))
+    if "ort-lsh" in outs:
+        ref = outs.get("torch-lsh")
+        if ref is None and reference_lsh is not None:
+            ref = reference_lsh()
+        if ref is not None:
+            checks.append(compare("ort-lsh vs torch-lsh (PyTorch LSH reference)", b, s, outs["ort-lsh"], ref, "lsh"))
+    for c in checks:
+        print(f"  [check] batch {b} S {s}: {c['what']}: {'ok' if c['ok'] else 'FAILED'} ({c['detail']})", flush=True)
+    return checks
+
+
+def lsh_reference(args, work: Path):
+    """The PyTorch LSH reference of the one-layer model (the checkpoint build_backends saved), for
+    checking ort-lsh when torch-lsh is not among the timed backends; None when it is (or ort-lsh is not)."""
+    if "ort-lsh" not in args.backends or "torch-lsh" in args.backends:
+        return None
+    model = []
+
+    def run(b, s, ids, mask):
+        from yoso_deploy.modeling import load_model
+
+        if not model:
+            model.append(load_model(work / "yoso-1", task="base", attention="lsh").eval())
+        with torch.inference_mode():
+            out = model[0](input_ids=torch.from_numpy(ids), attention_mask=torch.from_numpy(mask))
+        return _array(out)
+
+    return run
+
+
 def op_sessions(args):
     """FastHash and LSHCumulation alone, with the shapes of one layer."""
     import onnx
@@ -278,13 +385,24 @@ def op_sessions(args):
                [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
     signs = ops.draw_signs(h, m, tau, d, generator=torch.Generator().manual_seed(0)).numpy()
 
-    def prepare(b, s):
+    def prepare(b, s, checks=None):
         rng = np.random.default_rng(0)
         x = rng.standard_normal((b, h, s, d), dtype=np.float32)
         mask = np.ones((b, s), dtype=np.int32)
         codes = fh.run(None, {"x": x, "mask": mask, "signs": signs})[0]
         feeds_fh = {"x": x, "mask": mask, "signs": signs}
         feeds_lc = {"qc": codes, "kc": codes, "qm": mask, "km": mask, "v": x}
+        if checks is not None:  # the ops against the PyTorch reference ops, on these inputs
+            t = torch.from_numpy
+            want_codes = ops.fast_hash(t(x), t(mask), t(signs), m, tau).numpy()
+            got = lc.run(None, feeds_lc)[0]
+            want = ops.lsh_cumulation(t(want_codes), t(want_codes), t(mask), t(mask), t(x), tau).numpy()
+            new = [compare("FastHash codes vs reference", b, s, codes, want_codes, "exact"),
+                   compare("LSHCumulation vs reference", b, s, got, want, rel_tol=1e-5)]
+            for c in new:
+                print(f"  [check] batch {b} S {s}: {c['what']}: {'ok' if c['ok'] else 'FAILED'} ({c['detail']})",
+                      flush=True)
+            checks += new
         return (lambda: fh.run(None, feeds_fh)), (lambda: lc.run(None, feeds_lc))
 
     return prepare
@@ -318,7 +436,11 @@ def timed(fn, key, results: dict):
     results.setdefault(key, []).append(dt)
 
 
-def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None) -> dict:
+def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, checks: list | None = None,
+          reference_lsh=None) -> dict:
+    """Times every backend per shape; first compares their outputs (appended to ``checks``).
+    ``reference_lsh(b, s, ids, mask)``: the PyTorch LSH reference for ort-lsh when torch-lsh is not timed
+    (called at the largest S only)."""
     results = {}
     for b in args.batches:
         for s in args.seq_lens:
@@ -331,14 +453,30 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None) -> d
                     print(f"  [{label}] skip {name} at batch {b}, S {s}: quadratic, above --max-quadratic-tokens", flush=True)
                     continue
                 active[name] = (lambda fn=fn: fn(ids, mask))
+            layer_names = list(active)
             if op_prepare is not None:
-                fh, lc = op_prepare(b, s)
+                fh, lc = op_prepare(b, s, checks)
                 active["FastHash (x2)"] = lambda fh=fh: (fh(), fh())
                 active["LSHCumulation"] = lc
             if floor_prepare is not None:
                 active["GEMM floor"] = floor_prepare(b, s)
-            for fn in active.values():  # warm-up
-                fn()
+            outs = {}
+            for name, fn in active.items():  # warm-up (its outputs are checked)
+                out = fn()
+                if name in layer_names:
+                    outs[name] = _array(out)
+            if checks is not None:
+                ref = None
+                if reference_lsh is not None and s == max(args.seq_lens):
+                    ref = lambda: reference_lsh(b, s, ids, mask)  # noqa: E731
+                checks += check_layer_outputs(outs, b, s, ref)
+                failed = [c for c in checks if not c["ok"]]
+                if failed:
+                    print("FAILED output checks, stopping (a benchmark of wrong results is worthless): " +
+                          "; ".join(f"{c['what']} batch {c['batch']} S {c['seq']}: {c['detail']}" for c in failed),
+                          file=sys.stderr, flush=True)
+                    sys.exit(1)
+            del outs
             for _ in range(args.repeats):
                 for name, fn in active.items():
                     # Let the previous backend's thread pool go idle first: ORT's and OpenMP's workers
@@ -401,6 +539,10 @@ def int8_ratios(per: dict, b: int, s: int) -> list[str]:
     return parts
 
 
+def targets_not_met(lines: list[str]) -> list[str]:
+    return [ln[2:].rsplit(":", 1)[0] for ln in lines if ln.endswith("(NOT met)")]
+
+
 def report(data: dict, args, out: Path):
     per = data["per_layer"]["min_ms"]
     names = [n for n in ("ort-lsh", *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
@@ -439,7 +581,13 @@ def report(data: dict, args, out: Path):
             a, z = per.get(f"{n}|{b}|{lo}"), per.get(f"{n}|{b}|{hi}")
             if a and z:
                 lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
-    lines += targets(per, data.get("rss_layer") or {})
+    target_lines = targets(per, data.get("rss_layer") or {})
+    lines += target_lines
+    data["targets_not_met"] = targets_not_met(target_lines)
+    checks = data.get("checks") or []
+    lines += ["", f"Output checks ({len(checks)}, before timing): "
+              + ("all ok" if all(c["ok"] for c in checks) else "FAILED: " + "; ".join(
+                  f"{c['what']} batch {c['batch']} S {c['seq']} ({c['detail']})" for c in checks if not c["ok"]))]
     for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model"),
                       ("int8, one layer", "rss_layer_int8"), (f"int8, {args.layers} layers", "rss_model_int8")):
         rss = data.get(key)
@@ -510,6 +658,8 @@ def main():
     ap.add_argument("--layers", type=int, default=12, help="layers of the whole model")
     ap.add_argument("--whole-batches", default="1")
     ap.add_argument("--out", type=Path, default=Path("bench-out"))
+    ap.add_argument("--require-targets", action="store_true",
+                    help="exit 1 when a target is not met (default: listed loudly, exit 0)")
     args = ap.parse_args()
     args.seq_lens = [int(x) for x in args.seq_lens.split(",")]
     args.batches = [int(x) for x in args.batches.split(",")]
@@ -529,7 +679,9 @@ def main():
         work = Path(tmp)
         print("building one-layer backends ...", flush=True)
         fns = build_backends(1, args, work)
-        data["per_layer"] = bench(fns, args, "layer", op_prepare=op_sessions(args), floor_prepare=gemm_floor(args))
+        data["checks"] = []
+        data["per_layer"] = bench(fns, args, "layer", op_prepare=op_sessions(args), floor_prepare=gemm_floor(args),
+                                  checks=data["checks"], reference_lsh=lsh_reference(args, work))
         del fns
         gc.collect()
         if "ort-lsh" in args.backends:
@@ -542,7 +694,7 @@ def main():
             print(f"building {args.layers}-layer backends ...", flush=True)
             wargs = argparse.Namespace(**{**vars(args), "batches": args.whole_batches})
             fns = build_backends(args.layers, wargs, work)
-            data["whole_model"] = bench(fns, wargs, "model")
+            data["whole_model"] = bench(fns, wargs, "model", checks=data["checks"])
             del fns
             gc.collect()
             if "ort-lsh" in args.backends:
@@ -554,7 +706,12 @@ def main():
     data["seconds"] = time.time() - t0
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
     report(data, args, args.out)
+    (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))  # with the targets' verdicts
     print(f"total {data['seconds']:.0f}s; wrote {args.out}/bench_cpu.md, bench_cpu.json, bench_cpu.png")
+    if data["targets_not_met"]:
+        print(f"targets NOT met ({len(data['targets_not_met'])}): " + "; ".join(data["targets_not_met"]), flush=True)
+    if args.require_targets and data["targets_not_met"]:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

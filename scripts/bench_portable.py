@@ -61,7 +61,7 @@ def op_runners(args, s: int) -> dict:
 
     from yoso_deploy.export.functions import op_model
     from yoso_deploy.modeling import ops
-    from yoso_deploy.runtime.portable import compile_openvino, create_portable_session
+    from yoso_deploy.portable import compile_openvino, create_portable_session
 
     h, d, m, tau, dv = 12, 64, args.num_hash, args.hash_code_len, 64
     rng = np.random.default_rng(s)
@@ -82,7 +82,7 @@ def op_runners(args, s: int) -> dict:
             stock = create_portable_session(path, session_options=ort_options(args, False))
             out[(op, "ort-bodies")] = (lambda sess=stock, f=feeds: sess.run(None, f)[0])
             if args.openvino:
-                from yoso_deploy.runtime.portable import run_openvino
+                from yoso_deploy.portable import run_openvino
 
                 compiled = compile_openvino(path, threads=args.threads)
                 name = "codes" if op == "FastHash" else "output"
@@ -98,7 +98,7 @@ def layer_runners(args, work: Path) -> dict:
     from transformers import YosoModel
 
     from yoso_deploy.export import export
-    from yoso_deploy.runtime.portable import compile_openvino, create_portable_session, run_openvino
+    from yoso_deploy.portable import compile_openvino, create_portable_session, run_openvino
 
     torch.manual_seed(0)
     ckpt = work / "yoso-1"

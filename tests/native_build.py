@@ -19,9 +19,12 @@ JOBS = os.environ.get("YOSO_JOBS", "2")
 
 
 def cmake() -> str:
+    # A prerequisite of the project (README: CMake >= 3.18 builds libyoso_ort.so), so its absence is a
+    # failure, as in tests/test_sanitizers.py, never a skip that hides the native tests.
     exe = shutil.which("cmake")
     if exe is None:
-        pytest.skip("cmake is not installed: the native tests need CMake >= 3.18 and a C++17 compiler")
+        pytest.fail("cmake is not installed: the native tests need CMake >= 3.18 and a C++17 compiler "
+                    "(install cmake, e.g. 'apt-get install cmake' or 'pip install cmake')")
     return exe
 
 

@@ -81,7 +81,7 @@ def test_bare_venv_answers_a_question(tmp_path, task_exports, capsys):
         pipeline(task_exports["token-classification"])("Ada Lovelace lives in London", aggregation_strategy="simple")))
 
     for args, extra in ((["export", "--output", str(tmp_path / "never")], "export"),
-                        (["validate", "--model", str(qa_dir)], "validate")):
+                        (["validate", "--model", str(qa_dir)], "export,validate")):
         r = subprocess.run([cli, *args], capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
         errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
         assert r.returncode == 1 and len(errors) == 1, r.stderr[-3000:]

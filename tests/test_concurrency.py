@@ -1,16 +1,20 @@
 """Thread safety of libyoso_ort.so inside ONNX Runtime (issue 8).
 
-A tiny QA model (random ``YosoForQuestionAnswering``: 1 layer, 2 heads, hidden 32, saved to a tmp
-dir and exported with ``yoso_deploy.export.export(..., validate=False)``) is run on 24 fixed
-random-length, right-padded batches (batch 1-3, sequence 1-48):
+A small QA model (random ``YosoForQuestionAnswering``: 1 layer, hidden 128, 2 heads of 64 with the
+yoso-4096 hashing, m = 64, tau = 9; saved to a tmp dir and exported with
+``yoso_deploy.export.export(..., validate=False)``) is run on 24 fixed random-length, right-padded
+batches (batch 1-3, sequence 33-64):
 
-* 8 threads share one ``InferenceSession`` (1,000 runs each);
-* 4 sessions run in parallel, one thread each (1,000 runs each).
+* 8 threads share one ``InferenceSession`` (400 runs each);
+* 4 sessions run in parallel, one thread each (400 runs each).
 
-Sessions use ``intra_op_num_threads = 2``, so each run also splits the custom ops over ORT's
-intra-op pool while other runs are in flight. Every output must be bit-identical (same bytes) to
-the output of a sequential run of the same input. Measured on the 2-core dev machine (shared with
-other jobs): ~10-20 s for the whole file.
+Sessions use ``intra_op_num_threads = 2``, and the shapes are chosen so that every custom-op call is
+split into several tasks of ORT's intra-op pool (FastHash: 32 token rows per task; LSHCumulation: one
+(b, h) slice per task at these lengths) while other runs are in flight. The library's kernel report
+(``YOSO_KERNEL_REPORT``, tests/kernel_report.py) proves it: the sequential reference run asserts that
+every op call handed out more than one task. (With shapes of one task per call, as this file had
+before, a parallel_for that crashes on a second task passed.) Every output must be bit-identical
+(same bytes) to the output of a sequential run of the same input.
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ import time
 import numpy as np
 import pytest
 
+import kernel_report
 from yoso_deploy.runtime import create_session
 
-RUNS = 1000
-SMALL = dict(vocab_size=60, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-             max_position_embeddings=64, num_hash=8, hash_code_len=6, hidden_dropout_prob=0.0,
+RUNS = 400
+SMALL = dict(vocab_size=60, hidden_size=128, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
+             max_position_embeddings=128, num_hash=64, hash_code_len=9, hidden_dropout_prob=0.0,
              attention_probs_dropout_prob=0.0, pad_token_id=1)
+SEQ = (33, 65)  # sequence lengths drawn from [33, 64]: >= 2 tasks per op call (see the module doc)
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +52,27 @@ def model_path(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def cases(model_path):
+def cases(model_path, tmp_path_factory):
     rng = np.random.default_rng(0)
     feeds = []
     for _ in range(24):
-        b, s = int(rng.integers(1, 4)), int(rng.integers(1, 49))
+        b, s = int(rng.integers(1, 4)), int(rng.integers(*SEQ))
         ids = rng.integers(3, SMALL["vocab_size"], size=(b, s)).astype(np.int64)
         mask = np.ones((b, s), np.int64)
         for i in range(1, b):
             mask[i, rng.integers(1, s + 1):] = 0
         feeds.append({"input_ids": ids, "attention_mask": mask})
-    sess = create_session(model_path, intra_op_threads=2)
+    report = kernel_report.Report(tmp_path_factory.mktemp("concurrency-report") / "kernels.txt")
+    with kernel_report.reporting(report.path):
+        sess = create_session(model_path, intra_op_threads=2)
     expected = [[o.tobytes() for o in sess.run(None, f)] for f in feeds]
+    calls = report.new()
+    # Each run: FastHash for queries and keys, then LSHCumulation; each call split into several tasks.
+    assert sorted(c["op"] for c in calls) == sorted(["FastHash"] * 48 + ["LSHCumulation"] * 24), calls[:6]
+    single = [c for c in calls if c["tasks"] < 2]
+    assert not single, f"{len(single)} of {len(calls)} op calls ran as one task, e.g. {single[:3]}"
+    print(f"sequential reference: {len(calls)} op calls, tasks per call "
+          f"{min(c['tasks'] for c in calls)}-{max(c['tasks'] for c in calls)}")
     again = [[o.tobytes() for o in sess.run(None, f)] for f in feeds]
     assert expected == again, "sequential runs are not even deterministic"
     return feeds, expected

@@ -5,8 +5,9 @@ mismatches, D = 12 / 2048, tau out of range, signs 0 / 0.5 / NaN, masks 2 / -1, 
 B = 0, S = 0). This file adds what it misses, for every input of both ops:
 
 * ranks 0, 1, 2, 5 and 6 where they were untested, wrong element types for every input
-  (refused when the session is created, naming the input), float16 (not implemented by the CPU
-  kernels: refused at session creation, or, once implemented, correct);
+  (refused when the session is created, naming the input), float16 (the CPU kernels are float32
+  only: refusal at session creation is the only allowed outcome; float16 correctness of what runs on
+  the CPU is in tests/test_fp16.py);
 * D = 0, 3, 1000, 1025, 1536, tau > D for D = 1, 2, signs [H,2,P,D] / P too small;
 * int64 attributes that would look valid after truncation to int32 (2^32 + 4), attributes of the
   wrong type, extra inputs/outputs on the node;
@@ -221,21 +222,19 @@ def test_node_arity_refused(lib, op, extra_in, outs):
     assert ("input size" in msg) if extra_in else ("output size" in msg or "expects 1 output" in msg), msg
 
 
-def _type_refused_or_correct(lib, op, inputs, out_elem, attrs, feeds_fn, reference):
-    """Session creation refuses the element type (naming the input and 'type'), or the op runs
-    correctly on it (once implemented, e.g. float16)."""
+def _type_refused(lib, op, inputs, out_elem, attrs):
+    """Session creation must refuse the element type, naming the input and 'type'; returns the message."""
     model = _model(op, inputs, out_elem, **attrs)
     try:
-        sess = _session(lib, model)
+        _session(lib, model)
     except Exception as e:  # noqa: BLE001 - ORT raises several pybind exception types
         msg = str(e)
         bad = [n for (n, t, _), (_, t0, _) in zip(inputs, FH_INPUTS if op == "FastHash" else LSH_INPUTS) if t != t0]
         assert "type" in msg.lower() and all(f"({n})" in msg or f"'{n}'" in msg for n in bad), msg
-        return "refused"
-    feeds = feeds_fn()
-    got = sess.run(None, feeds)[0]
-    reference(got, feeds)
-    return "ran"
+        return msg
+    raise AssertionError(
+        f"{op} accepted {[(n, t) for n, t, _ in inputs]} on the CPU: the CPU kernels are float32 only. If float16 "
+        "CPU kernels were added, replace this test with a correctness test (see tests/test_fp16.py)")
 
 
 FH_WRONG_TYPES = {
@@ -258,21 +257,11 @@ def test_fast_hash_wrong_element_types_refused(lib, case):
     assert "type" in msg.lower() and f"({bad[0]})" in msg, msg
 
 
-def test_fast_hash_float16_x_refused_or_exact(lib):
-    """OPS.md allows float16 x; the CPU kernels are float32 only so far. Either way, no crash."""
+def test_fast_hash_float16_x_refused_on_cpu(lib):
+    """OPS.md allows float16 x; the CPU kernels are float32 only, so the CPU session must refuse it."""
     inputs = [("x", F16, 4), ("mask", I32, 2), ("signs", F32, 4)]
-
-    def feeds():
-        f = fh_feeds(m=6, tau=4)
-        f["x"] = f["x"].astype(np.float16)
-        return f
-
-    def check(got, f):
-        want = ref_fast_hash(f["x"].astype(np.float32), f["mask"], f["signs"], 6, 4)  # widening is exact
-        np.testing.assert_array_equal(got, want)
-
-    outcome = _type_refused_or_correct(lib, "FastHash", inputs, I32, {"num_hash": 6, "hash_code_len": 4}, feeds, check)
-    print(f"FastHash float16 x: {outcome}")
+    msg = _type_refused(lib, "FastHash", inputs, I32, {"num_hash": 6, "hash_code_len": 4})
+    assert "float16" in msg, msg
 
 
 # ------------------------------------------------------------------------------------------------
@@ -375,23 +364,10 @@ def test_lsh_cumulation_wrong_element_types_refused(lib, index, elem):
     assert "type" in msg.lower() and f"({inputs[index][0]})" in msg, msg
 
 
-def test_lsh_cumulation_float16_value_refused_or_correct(lib):
+def test_lsh_cumulation_float16_value_refused_on_cpu(lib):
     inputs = LSH_INPUTS[:4] + [("value", F16, 4)]
-
-    def feeds():
-        f = lsh_feeds()
-        f["value"] = f["value"].astype(np.float16)
-        return f
-
-    def check(got, f):
-        args = _lsh_args(f)
-        args[4] = args[4].astype(np.float32)
-        want = ref_lsh(*args, 4)
-        assert got.dtype == np.float16
-        assert np.abs(got.astype(np.float32) - want).max() <= 2e-3  # one fp16 rounding of the result
-
-    outcome = _type_refused_or_correct(lib, "LSHCumulation", inputs, F16, {"hash_code_len": 4}, feeds, check)
-    print(f"LSHCumulation float16 value: {outcome}")
+    msg = _type_refused(lib, "LSHCumulation", inputs, F16, {"hash_code_len": 4})
+    assert "float16" in msg, msg
 
 
 @pytest.mark.parametrize(

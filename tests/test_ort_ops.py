@@ -525,14 +525,17 @@ def test_fast_hash_rejects_attributes(lib, attrs, needles):
 
 def test_fast_hash_rejects_wrong_dtypes(lib):
     # Declared types are checked by ONNX Runtime when the session is created.
-    for inputs, name in (
-        ([("x", F64, 4), ("mask", I32, 2), ("signs", F32, 4)], "x"),
-        ([("x", F32, 4), ("mask", I64, 2), ("signs", F32, 4)], "mask"),
-        ([("x", F32, 4), ("mask", I32, 2), ("signs", F64, 4)], "signs"),
+    # The message must name the offending input and its type: "(x)", not just any "x" in the text.
+    for inputs, name, type_name in (
+        ([("x", F64, 4), ("mask", I32, 2), ("signs", F32, 4)], "x", "tensor(double)"),
+        ([("x", F32, 4), ("mask", I64, 2), ("signs", F32, 4)], "mask", "tensor(int64)"),
+        ([("x", F32, 4), ("mask", I32, 2), ("signs", F64, 4)], "signs", "tensor(double)"),
     ):
         model = _model("FastHash", inputs, I32, num_hash=6, hash_code_len=4)
-        msg = expect_error(lambda: _session(lib, model), name)
+        msg = expect_error(lambda: _session(lib, model), f"({name})", type_name, "FastHash")
         assert "type" in msg.lower()
+        others = {"x", "mask", "signs"} - {name}
+        assert not any(f"({o})" in msg for o in others), msg
 
 
 def test_fast_hash_rejects_missing_input(lib):

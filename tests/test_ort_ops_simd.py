@@ -13,10 +13,18 @@ Every test here runs both ways ("default" = whatever this CPU selects, "scalar" 
   of 8 (masked tail vectors) and for several block/chunk configurations; since both paths add in the
   same order (keys in key order into a bucket, hash functions in order into a query), their outputs
   must also be identical to each other.
+
+Every op call also checks *which* kernel ran, from the library's kernel report (``YOSO_KERNEL_REPORT``,
+tests/kernel_report.py): "default" must run the AVX2 kernels (D >= 8; the dense LSHCumulation tables)
+when /proc/cpuinfo lists AVX2 and FMA, "scalar" the portable ones; otherwise "SIMD vs scalar" could
+compare the scalar kernels with themselves. On a CPU without AVX2+FMA the "default" cases and the
+SIMD-vs-scalar comparisons are skipped with that reason (shown in pytest's summary), never passed.
 """
+
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +34,7 @@ import torch
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
+import kernel_report
 from yoso_deploy import ort_library_path
 from yoso_deploy.modeling import ops
 
@@ -33,11 +42,20 @@ F32, I32 = TensorProto.FLOAT, TensorProto.INT32
 LSH_TOL = 1e-5
 
 MODES = ["default", "scalar"]
+HAS_AVX2 = kernel_report.cpu_has_avx2_fma()
+_REPORT: list = []  # the module's kernel report (one kernel_report.Report), set by the lib fixture
 
 
 @pytest.fixture(scope="module")
-def lib() -> str:
+def lib(tmp_path_factory) -> str:
+    _REPORT[:] = [kernel_report.Report(tmp_path_factory.mktemp("simd") / "kernels.txt")]
+    _SESSIONS.clear()  # sessions of this module are created with the report on
     return str(ort_library_path())
+
+
+def require_avx2():
+    if not HAS_AVX2:
+        pytest.skip(kernel_report.NO_AVX2_REASON)
 
 
 @pytest.fixture(params=MODES)
@@ -45,8 +63,30 @@ def mode(request, monkeypatch) -> str:
     if request.param == "scalar":
         monkeypatch.setenv("YOSO_FORCE_SCALAR", "1")
     else:
+        require_avx2()  # "default" would be the scalar kernels again (covered by "scalar")
         monkeypatch.delenv("YOSO_FORCE_SCALAR", raising=False)
     return request.param
+
+
+def expected_kernel(op: str, d: int = 0, compact: bool = False) -> str:
+    """The kernel the library must pick now: AVX2 when the CPU has it and YOSO_FORCE_SCALAR is not set
+    (FastHash needs D >= 8; LSHCumulation's compact tables for large tau are scalar only)."""
+    forced = os.environ.get("YOSO_FORCE_SCALAR", "") not in ("", "0")
+    simd = HAS_AVX2 and not forced
+    if op == "FastHash":
+        return "avx2" if simd and d >= 8 else "scalar"
+    if compact:
+        return "scalar-compact"
+    return "avx2-dense" if simd else "scalar-dense"
+
+
+def check_kernel(op: str, want: str) -> dict:
+    lines = _REPORT[0].new()
+    assert len(lines) == 1 and lines[0]["op"] == op, f"expected one {op} report line, got {lines}"
+    got = lines[0]
+    assert got["kernel"] == want, f"{op} ran the {got['kernel']!r} kernel, expected {want!r}: {got}"
+    assert got["cpu_avx2_fma"] == int(HAS_AVX2), f"library's CPU detection disagrees with /proc/cpuinfo: {got}"
+    return got
 
 
 # ------------------------------------------------------------------------------------------------
@@ -80,20 +120,33 @@ def _session(lib: str, model: bytes, threads: int):
         so.register_custom_ops_library(lib)
         so.intra_op_num_threads = threads
         so.log_severity_level = 3
-        _SESSIONS[key] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
+        with kernel_report.reporting(_REPORT[0].path):  # read by the kernels when they are created
+            _SESSIONS[key] = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     return _SESSIONS[key]
 
 
 def run_fast_hash(lib, x, mask, signs, m, tau, threads=2):
+    """FastHash through ORT; asserts the kernel report names the kernel this CPU and mode must use."""
     model = _model("FastHash", [("x", F32), ("mask", I32), ("signs", F32)], I32, num_hash=m, hash_code_len=tau)
-    return _session(lib, model, threads).run(None, {"x": x, "mask": mask, "signs": signs})[0]
+    sess = _session(lib, model, threads)
+    _REPORT[0].new()
+    out = sess.run(None, {"x": x, "mask": mask, "signs": signs})[0]
+    if out.size:
+        check_kernel("FastHash", expected_kernel("FastHash", d=x.shape[-1]))
+    return out
 
 
-def run_lsh(lib, qc, kc, qm, km, v, tau, threads=2):
+def run_lsh(lib, qc, kc, qm, km, v, tau, threads=2, compact=False):
+    """LSHCumulation through ORT; asserts the kernel report names the kernel this CPU and mode must use."""
     inputs = [("query_codes", I32), ("key_codes", I32), ("query_mask", I32), ("key_mask", I32), ("value", F32)]
     model = _model("LSHCumulation", inputs, F32, hash_code_len=tau)
     feeds = {"query_codes": qc, "key_codes": kc, "query_mask": qm, "key_mask": km, "value": v}
-    return _session(lib, model, threads).run(None, feeds)[0]
+    sess = _session(lib, model, threads)
+    _REPORT[0].new()
+    out = sess.run(None, feeds)[0]
+    if out.size:
+        check_kernel("LSHCumulation", expected_kernel("LSHCumulation", compact=compact))
+    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -207,6 +260,7 @@ def test_fast_hash_yoso4096_config(lib, mode, s):
 
 
 def test_fast_hash_threads_and_paths_agree(lib, monkeypatch):
+    require_avx2()  # compares the AVX2 kernel with the scalar one
     rng = np.random.default_rng(5)
     x = make_x((2, 4, 333, 64), rng, "scaled")
     mask = make_mask(2, 333, rng)
@@ -254,13 +308,14 @@ LSH_CASES = [
     (1, 1, 17, 23, 5, 24, 12, True),  # tau = 12 (4096-row tables, one function per block)
     (1, 2, 30, 40, 5, 48, 20, True),  # tau = 20: the compact (sorted) tables, not the SIMD path
 ]
+COMPACT_TAUS = {20}  # the cases above that use the compact tables (scalar on every CPU)
 
 
 @pytest.mark.parametrize("b,h,sq,sk,m,dv,tau,narrow", LSH_CASES)
 def test_lsh_cumulation_matches_reference(lib, mode, b, h, sq, sk, m, dv, tau, narrow):
     rng = np.random.default_rng(sq * 131 + sk * 7 + dv + tau)
     qc, kc, qm, km, v = lsh_inputs(b, h, sq, sk, m, dv, tau, rng, narrow)
-    got = run_lsh(lib, qc, kc, qm, km, v, tau)
+    got = run_lsh(lib, qc, kc, qm, km, v, tau, compact=tau in COMPACT_TAUS)
     want = ref_lsh(qc, kc, qm, km, v, tau)
     assert got.dtype == np.float32 and got.shape == (b, h, sq, dv)
     assert np.abs(got - want).max(initial=0.0) <= LSH_TOL
@@ -269,13 +324,15 @@ def test_lsh_cumulation_matches_reference(lib, mode, b, h, sq, sk, m, dv, tau, n
 
 @pytest.mark.parametrize("b,h,sq,sk,m,dv,tau,narrow", LSH_CASES)
 def test_lsh_cumulation_simd_and_scalar_identical(lib, monkeypatch, b, h, sq, sk, m, dv, tau, narrow):
+    require_avx2()
     rng = np.random.default_rng(sq * 17 + sk + dv * 3 + tau)
     qc, kc, qm, km, v = lsh_inputs(b, h, sq, sk, m, dv, tau, rng, narrow)
+    compact = tau in COMPACT_TAUS
     monkeypatch.delenv("YOSO_FORCE_SCALAR", raising=False)
-    fast = run_lsh(lib, qc, kc, qm, km, v, tau)
-    one_thread = run_lsh(lib, qc, kc, qm, km, v, tau, threads=1)
+    fast = run_lsh(lib, qc, kc, qm, km, v, tau, compact=compact)
+    one_thread = run_lsh(lib, qc, kc, qm, km, v, tau, threads=1, compact=compact)
     monkeypatch.setenv("YOSO_FORCE_SCALAR", "1")
-    scalar = run_lsh(lib, qc, kc, qm, km, v, tau)
+    scalar = run_lsh(lib, qc, kc, qm, km, v, tau, compact=compact)
     np.testing.assert_array_equal(fast, scalar)
     np.testing.assert_array_equal(fast, one_thread)
 
@@ -304,6 +361,66 @@ def test_lsh_cumulation_yoso4096_config(lib, mode):
     np.testing.assert_array_equal(qc, ref_fast_hash(q, mask, signs, m, tau))
     got = run_lsh(lib, qc, kc, mask, mask, v, tau)
     assert np.abs(got - ref_lsh(qc, kc, mask, mask, v, tau)).max() <= LSH_TOL
+
+
+# ------------------------------------------------------------------------------------------------
+# yoso-4096 layer shapes at S = 4096 (the README's sizes), and the kernel choice itself
+# ------------------------------------------------------------------------------------------------
+
+S4096 = dict(b=1, h=12, s=4096, d=64, m=64, tau=9)
+
+
+@pytest.fixture(scope="module")
+def layer4096():
+    """One yoso-4096 attention layer's op inputs at S = 4096 (45 padding tokens at the end), with the
+    PyTorch reference's codes and output (computed once: ~3.5 s)."""
+    b, h, s, d, m, tau = (S4096[k] for k in ("b", "h", "s", "d", "m", "tau"))
+    rng = np.random.default_rng(40960)
+    mask = np.ones((b, s), np.int32)
+    mask[:, s - 45:] = 0
+    signs = make_signs(h, m, tau, d, seed=0)
+    q = rng.standard_normal((b, h, s, d)).astype(np.float32)
+    k = q + 0.5 * rng.standard_normal((b, h, s, d)).astype(np.float32)  # correlated: real collisions
+    v = rng.standard_normal((b, h, s, d)).astype(np.float32)
+    qc, kc = ref_fast_hash(q, mask, signs, m, tau), ref_fast_hash(k, mask, signs, m, tau)
+    return dict(q=q, k=k, v=v, mask=mask, signs=signs, qc=qc, kc=kc, out=ref_lsh(qc, kc, mask, mask, v, tau))
+
+
+def test_fast_hash_yoso4096_layer_s4096(lib, mode, layer4096):
+    L, m, tau = layer4096, S4096["m"], S4096["tau"]
+    for x, want in ((L["q"], L["qc"]), (L["k"], L["kc"])):
+        np.testing.assert_array_equal(run_fast_hash(lib, x, L["mask"], L["signs"], m, tau), want)
+
+
+def test_lsh_cumulation_yoso4096_layer_s4096(lib, mode, layer4096):
+    L = layer4096
+    got = run_lsh(lib, L["qc"], L["kc"], L["mask"], L["mask"], L["v"], S4096["tau"])
+    assert np.abs(got - L["out"]).max() <= LSH_TOL
+    assert (got[:, :, -45:] == 0).all() and np.abs(got[:, :, :-45]).max() > 0
+
+
+def test_kernel_report_names_the_simd_kernels_on_this_cpu(lib, monkeypatch, layer4096):
+    """The library detects AVX2+FMA exactly when /proc/cpuinfo lists them, picks the AVX2 kernels then
+    (unless YOSO_FORCE_SCALAR), and splits a yoso-4096 layer at S = 4096 into many tasks."""
+    L, m, tau = layer4096, S4096["m"], S4096["tau"]
+    monkeypatch.delenv("YOSO_FORCE_SCALAR", raising=False)
+    fh_model = _model("FastHash", [("x", F32), ("mask", I32), ("signs", F32)], I32, num_hash=m, hash_code_len=tau)
+    lsh_inputs_ = [("query_codes", I32), ("key_codes", I32), ("query_mask", I32), ("key_mask", I32), ("value", F32)]
+    lsh_model = _model("LSHCumulation", lsh_inputs_, F32, hash_code_len=tau)
+    _REPORT[0].new()
+    _session(lib, fh_model, 2).run(None, {"x": L["q"], "mask": L["mask"], "signs": L["signs"]})
+    _session(lib, lsh_model, 2).run(None, {"query_codes": L["qc"], "key_codes": L["kc"], "query_mask": L["mask"],
+                                           "key_mask": L["mask"], "value": L["v"]})
+    fh, lsh = _REPORT[0].new()
+    print(f"kernel report: {fh}\n               {lsh}")
+    assert fh["cpu_avx2_fma"] == lsh["cpu_avx2_fma"] == int(HAS_AVX2), (fh, HAS_AVX2)
+    assert (fh["kernel"], lsh["kernel"]) == (("avx2", "avx2-dense") if HAS_AVX2 else ("scalar", "scalar-dense"))
+    assert (fh["B"], fh["H"], fh["S"], fh["D"], fh["m"], fh["tau"]) == (1, 12, 4096, 64, 64, 9)
+    assert fh["tasks"] >= 100 and lsh["tasks"] >= 12, (fh, lsh)  # 49,152 rows; 12 (b, h) slices
+    if not HAS_AVX2:
+        import warnings
+
+        warnings.warn(kernel_report.NO_AVX2_REASON)
 
 
 def test_force_scalar_env_documented():

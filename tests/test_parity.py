@@ -95,7 +95,8 @@ def _move_across_zero(small, pick):
 
 def test_near_tie_is_accepted_and_counted(small):
     moved, _ = _move_across_zero(small, lambda a: int(np.nanargmin(a.numpy())))
-    c = codes_check(judge(small, moved), "layer 0 query")
+    comps = judge(small, moved)
+    c = codes_check(comps, "layer 0 query")
     assert c.ok, c.error
     assert c.codes.near_ties >= 1 and c.codes.non_ties == 0 and c.codes.kernel_mismatches == 0
     assert 0 < c.codes.max_tie_ratio <= 1
@@ -108,6 +109,20 @@ def test_flip_of_a_large_t_is_not_a_tie(small):
     assert not c.ok and isinstance(c.error, parity.CodeMismatch)
     assert c.codes.non_ties >= 1 and c.codes.drift_violations >= 1
     assert "not a near-tie" in str(c.error) and f"row {b}, head {h}, token {s}" in str(c.error)
+
+
+def test_the_reference_attends_with_the_backend_codes(small):
+    """Codes are injected: with every layer-0 query code of the backend set to 0, the reference's
+    LSHCumulation output follows those codes (so it no longer matches the backend's real output)."""
+    model, spec, probes, feeds, values, _ = small
+    zeroed = dict(values)
+    zeroed[probes.layers[0].query_codes] = np.zeros_like(values[probes.layers[0].query_codes])
+    comps = judge(small, zeroed)
+    assert not codes_check(comps, "layer 0 query").ok  # judged ...
+    att = next(c for c in comps if c.name == "layer 0 attention (LSHCumulation output)")
+    assert not att.ok, "the reference did not attend with the injected codes"  # ... and injected
+    value = next(c for c in comps if c.name == "layer 0 value")
+    assert value.ok  # upstream of the codes nothing changed
 
 
 def test_wrong_kernel_output_is_named(small):

@@ -32,7 +32,7 @@ from yoso_deploy.export.onnx_reference import fast_hash as np_fast_hash
 from yoso_deploy.export.onnx_reference import lsh_cumulation as np_lsh_cumulation
 from yoso_deploy.modeling import TASK_CLASSES, ops
 from yoso_deploy.runtime import create_session
-from yoso_deploy.runtime.portable import (
+from yoso_deploy.portable import (
     PortableModelError,
     compile_openvino,
     create_portable_session,

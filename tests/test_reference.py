@@ -176,9 +176,21 @@ def test_checkpoint_round_trip(tmp_path):
     assert set(got) == set(want)
     for name, tensor in want.items():
         assert torch.equal(got[name], tensor), name
+    assert (ref.config.num_hash, ref.config.hash_code_len, ref.config.conv_window) == (cfg.num_hash, cfg.hash_code_len, 3)
     ids, mask = random_inputs(2, 12)
-    ref.config.num_hash  # noqa: B018 - config survives
-    run(ref, ids, mask, "mlm")
+    mask[1, 7:] = 0
+    # The loaded model computes what the in-memory model converted with the same seed computes
+    # (weights, signs and config all survived), and it is not the unconverted transformers model.
+    got = run(ref, ids, mask, "mlm")
+    want = run(convert_model(copy.deepcopy(hf), attention="lsh", seed=0), ids, mask, "mlm")
+    assert got.shape == (2, 12, cfg.vocab_size) and torch.isfinite(got).all()
+    assert torch.equal(got, want)
+    assert not torch.equal(got, run(convert_model(copy.deepcopy(hf), attention="lsh", seed=1), ids, mask, "mlm"))
+    # Expectation mode of the loaded model matches transformers' own YOSO-E on the original weights
+    # (without padding, which transformers does not mask).
+    exp = load_model(tmp_path, attention="expectation")
+    full = torch.ones_like(mask)
+    assert (run(exp, ids, full, "mlm") - run(hf.eval(), ids, full, "mlm")).abs().max().item() <= 1e-5
     # Loading a head the checkpoint lacks works (transformers initialises it) and the task is honoured.
     qa = load_model(tmp_path, task="question-answering", attention="expectation")
     assert isinstance(qa, YosoForQuestionAnswering)

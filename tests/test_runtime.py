@@ -54,15 +54,35 @@ def test_missing_provider_is_an_error(qa_dir):
 
 
 def test_optimized_model_cache(qa_dir, tmp_path):
+    import onnx
+
     s1 = create_session(qa_dir / "model.onnx", optimized_cache_dir=tmp_path)
     cached = list(tmp_path.glob("*.opt.onnx"))
     assert len(cached) == 1 and cached[0].stat().st_size > 0
+    # The cached file is ORT's optimised graph, not a copy of the export.
+    assert cached[0].read_bytes() != (qa_dir / "model.onnx").read_bytes()
+    # Mark the cached file (a metadata entry the export does not have): a session that reads the cache
+    # shows the mark, one that re-optimises the export does not.
+    marked = onnx.load(str(cached[0]))
+    onnx.helper.set_model_props(marked, {**{p.key: p.value for p in marked.metadata_props}, "cache_probe": "read"})
+    onnx.save(marked, str(cached[0]))
     s2 = create_session(qa_dir / "model.onnx", optimized_cache_dir=tmp_path)
+    assert s2.get_modelmeta().custom_metadata_map.get("cache_probe") == "read", "the cached optimised model was not loaded"
+    assert "cache_probe" not in s1.get_modelmeta().custom_metadata_map
     feeds = {"input_ids": np.array([[0, 9, 8, 7, 2]]), "attention_mask": np.ones((1, 5), dtype=np.int64)}
     a = s1.run(None, feeds)
     b = s2.run(None, feeds)
     assert all(np.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
     assert len(list(tmp_path.glob("*.opt.onnx"))) == 1
+    # A different model gets its own cache entry (the key is the model's hash), not the marked file.
+    other = tmp_path / "other" / "model.onnx"
+    other.parent.mkdir()
+    m = onnx.load(str(qa_dir / "model.onnx"))
+    onnx.helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props}, "variant": "2"})
+    onnx.save(m, str(other))
+    s3 = create_session(other, optimized_cache_dir=tmp_path)
+    assert "cache_probe" not in s3.get_modelmeta().custom_metadata_map
+    assert len(list(tmp_path.glob("*.opt.onnx"))) == 2
 
 
 def test_concurrent_calls_match_sequential(qa_dir):

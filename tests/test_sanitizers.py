@@ -7,7 +7,8 @@
    CMake versions, so an unchanged tree reuses it (a cold build takes ~15 s on 2 cores).
 2. Checks the setup can see a sanitizer report at all: a tiny sanitized library with a heap overflow
    and a signed overflow, called from python with the same environment, must be caught.
-3. Runs ``pytest tests/test_ort_ops.py tests/test_op_validation_extra.py`` in a subprocess with
+3. Runs the op tests (``OP_TESTS``: tests/test_ort_ops.py, test_op_validation_extra.py, the SIMD kernels'
+   edge shapes in test_ort_ops_simd.py, and the fuzzers of test_fuzz_ops.py) in a subprocess with
    ``YOSO_ORT_LIBRARY=<asan lib>``, ``LD_PRELOAD="libasan.so libstdc++.so"`` (python itself is not
    instrumented, so the runtime must be loaded first; libstdc++ so that ASan's operator new/delete
    interceptors see the same C++ runtime as ONNX Runtime), ``ASAN_OPTIONS=detect_leaks=0:abort_on_error=1``
@@ -16,7 +17,10 @@
    report in its output. The two ``*allocation_failure*`` tests are deselected there: they request
    2-256 TiB outputs, which ONNX Runtime allocates with operator new; the plain run checks that this
    fails cleanly (std::bad_alloc -> ORT error), while ASan's operator new reports and aborts instead
-   of throwing (allocator_may_return_null does not apply to throwing new).
+   of throwing (allocator_may_return_null does not apply to throwing new); for the same reason the
+   malformed-input fuzzer runs without its huge-output mutations there (``YOSO_FUZZ_NO_HUGE=1``:
+   ``fuzz_ops.py --no-huge``). ``test_a_crashing_worker_is_reported`` (a control of the fuzz harness
+   itself, whose deliberate SIGSEGV ASan turns into SIGABRT) is deselected too.
 
 cmake and g++ are required: their absence is a failure, not a skip.
 """
@@ -42,8 +46,9 @@ REPORT = re.compile(
     r"ERROR: AddressSanitizer|ERROR: LeakSanitizer|AddressSanitizer:DEADLYSIGNAL|"
     r"runtime error:|SUMMARY: (Address|UndefinedBehavior|Leak)Sanitizer"
 )
-OP_TESTS = ["tests/test_ort_ops.py", "tests/test_op_validation_extra.py"]
-DESELECT = "not allocation_failure"
+OP_TESTS = ["tests/test_ort_ops.py", "tests/test_op_validation_extra.py", "tests/test_ort_ops_simd.py",
+            "tests/test_fuzz_ops.py"]
+DESELECT = "not allocation_failure and not test_a_crashing_worker_is_reported"
 
 
 def _tool(name: str) -> str:
@@ -133,6 +138,7 @@ def sanitizer_env(toolchain):
     env["ASAN_OPTIONS"] = "detect_leaks=0:abort_on_error=1"
     env["UBSAN_OPTIONS"] = "halt_on_error=1:print_stacktrace=1"
     env["PYTHONFAULTHANDLER"] = "1"
+    env["YOSO_FUZZ_NO_HUGE"] = "1"
     return env
 
 
@@ -188,7 +194,7 @@ def test_op_tests_pass_under_asan_ubsan(asan_lib, sanitizer_env):
     assert not reports, f"sanitizer reports ({len(reports)}):\n{out[-8000:]}"
     assert r.returncode == 0, f"op tests failed under ASan/UBSan (rc {r.returncode}):\n{out[-8000:]}"
     m = re.search(r"(\d+) passed", summary)
-    assert m and int(m.group(1)) >= 150, f"too few tests ran under the sanitizers: {summary}"
+    assert m and int(m.group(1)) >= 300, f"too few tests ran under the sanitizers: {summary}"
     assert " failed" not in summary and " error" not in summary, summary
     # The library the subprocess loaded really was the sanitized one.
     probe = subprocess.run([sys.executable, "-c", "import yoso_deploy; print(yoso_deploy.ort_library_path())"],

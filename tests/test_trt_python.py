@@ -71,10 +71,17 @@ def test_trt_library_path_explains_how_to_build(monkeypatch, tmp_path):
     monkeypatch.setenv("YOSO_TRT_LIBRARY", str(lib))
     assert ytrt.trt_library_path() == lib
     monkeypatch.delenv("YOSO_TRT_LIBRARY")
-    try:
+    # Whether or not this installation has a libyoso_trt.so: where none is installed, the error says
+    # how to build one (the candidates are replaced by a directory that holds none).
+    import yoso_deploy._native as native
+
+    nowhere = tmp_path / "empty" / "lib"
+    monkeypatch.setattr(native, "_candidates", lambda name: iter([nowhere / name]))
+    with pytest.raises(LibraryNotFoundError) as e:
         ytrt.trt_library_path()
-    except LibraryNotFoundError as e:  # the usual case: not built with YOSO_BUILD_TRT=ON
-        assert "YOSO_BUILD_TRT=ON" in str(e) and "TENSORRT_ROOT" in str(e)
+    msg = str(e.value)
+    assert "YOSO_BUILD_TRT=ON" in msg and "TENSORRT_ROOT" in msg and str(nowhere / "libyoso_trt.so") in msg, msg
+    assert "YOSO_TRT_LIBRARY" in msg, msg  # and how to point at one built elsewhere
 
 
 def test_parse_shapes():

@@ -28,13 +28,19 @@ EXTRA_OF_MODULE = {
 }
 
 
+# Commands that need more than the extra of the one module found missing: name all they need at once.
+COMMAND_EXTRAS = {
+    "validate": "export,validate",  # polygraphy runs the backends; the PyTorch reference judges them
+}
+
+
 class MissingExtraError(ImportError):
     """An optional dependency is not installed; the message names the ``pip install`` to run."""
 
 
-def missing_extra(exc: BaseException, feature: str | None = None) -> MissingExtraError | None:
+def missing_extra(exc: BaseException, feature: str | None = None, extras: str | None = None) -> MissingExtraError | None:
     """A :class:`MissingExtraError` for ``exc`` if it is (or was raised ``from``) an ImportError of an
-    extra's module, else None."""
+    extra's module, else None. ``extras`` names what to install instead of that module's extra."""
     if isinstance(exc, MissingExtraError):
         return exc
     seen = 0
@@ -47,7 +53,8 @@ def missing_extra(exc: BaseException, feature: str | None = None) -> MissingExtr
     if extra is None:
         return None
     what = f"{feature} needs" if feature else "this needs"
-    return MissingExtraError(f"{what} {top}, which is not installed; install the extra: "
+    extra = extras or extra
+    return MissingExtraError(f"{what} {top}, which is not installed; install the extra{'s' if ',' in extra else ''}: "
                              f"pip install 'yoso-deploy[{extra}]'")
 
 

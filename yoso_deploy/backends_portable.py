@@ -51,7 +51,7 @@ def make_ort_portable_runner(onnx_path: str | Path, name: str = "ort-portable", 
     """polygraphy ``OnnxrtRunner`` over a stock ONNX Runtime session (no custom-op library)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner
 
-    from .runtime.portable import create_portable_session
+    from .portable import create_portable_session
 
     return OnnxrtRunner(lambda: create_portable_session(onnx_path, intra_op_threads=intra_op_threads), name=name)
 
@@ -62,7 +62,7 @@ def make_openvino_runner(onnx_path: str | Path, name: str = "openvino", threads:
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
 
-    from .runtime.portable import compile_openvino, run_openvino
+    from .portable import compile_openvino, run_openvino
 
     class OpenVinoRunner(BaseRunner):
         def __init__(self):

@@ -26,12 +26,12 @@ class DebuggableGroup(click.Group):
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
             raise
         except Exception as e:  # noqa: BLE001 - the CLI's one error boundary
-            from ._extras import missing_extra
+            from ._extras import COMMAND_EXTRAS, missing_extra
 
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             sub = ctx.invoked_subcommand
-            extra = missing_extra(e, f"'yoso-deploy {sub}'" if sub else None)
+            extra = missing_extra(e, f"'yoso-deploy {sub}'" if sub else None, COMMAND_EXTRAS.get(sub))
             shown = extra if extra is not None else e
             msg = str(shown).strip().splitlines()[0] if str(shown).strip() else type(e).__name__
             click.echo(f"error: {msg}", err=True)

@@ -773,10 +773,28 @@ void lsh_slice_dense_f32_avx2(const LshDims&, const int32_t*, const int32_t*, co
 // FastHash
 // -------------------------------------------------------------------------------------------
 
+CpuKernel fast_hash_kernel(const FastHashDims& d) {
+  return d.D >= 8 && simd::active_isa() == simd::Isa::kAvx2 ? CpuKernel::kFastHashAvx2
+                                                             : CpuKernel::kFastHashScalar;
+}
+
+const char* cpu_kernel_name(CpuKernel k) {
+  switch (k) {
+    case CpuKernel::kFastHashScalar: return "scalar";
+    case CpuKernel::kFastHashAvx2: return "avx2";
+    case CpuKernel::kLshScalarDense: return "scalar-dense";
+    case CpuKernel::kLshScalarCompact: return "scalar-compact";
+    case CpuKernel::kLshAvx2Dense: return "avx2-dense";
+  }
+  return "unknown";
+}
+
+bool cpu_supports_avx2_fma() { return simd::cpu_has_avx2_fma(); }
+
 void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
                    int32_t* codes, int64_t row_begin, int64_t row_end) {
   if (row_begin >= row_end) return;
-  if (d.D >= 8 && simd::active_isa() == simd::Isa::kAvx2) {
+  if (fast_hash_kernel(d) == CpuKernel::kFastHashAvx2) {
     simd::fast_hash_f32_avx2(d, x, mask, signs, codes, row_begin, row_end);
     return;
   }
@@ -814,6 +832,13 @@ bool lsh_uses_dense_table(const LshDims& d) {
   // A dense table is zeroed once per task; skip it when it would dwarf the real work.
   const double work = static_cast<double>(d.m) * static_cast<double>(d.Sk + d.Sq);
   return static_cast<double>(buckets) <= std::max(4096.0, work);
+}
+
+CpuKernel lsh_kernel(const LshDims& d) {
+  const bool dense = lsh_uses_dense_table(d);
+  if (dense && d.Sk > 0 && simd::active_isa() == simd::Isa::kAvx2 && simd::lsh_avx2_applicable(d))
+    return CpuKernel::kLshAvx2Dense;
+  return dense ? CpuKernel::kLshScalarDense : CpuKernel::kLshScalarCompact;
 }
 
 int64_t lsh_slices_per_task(const LshDims& d) {
@@ -895,10 +920,11 @@ void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int3
                         float* output, int64_t slice_begin, int64_t slice_end) {
   if (slice_begin >= slice_end || d.Sq == 0 || d.Dv == 0) return;  // nothing to write
   const int64_t Dv = d.Dv, m = d.m;
-  const bool dense = lsh_uses_dense_table(d);
+  const CpuKernel kernel = lsh_kernel(d);
+  const bool dense = kernel != CpuKernel::kLshScalarCompact;
   const float m_f = static_cast<float>(m);
 
-  if (dense && d.Sk > 0 && simd::active_isa() == simd::Isa::kAvx2 && simd::lsh_avx2_applicable(d)) {
+  if (kernel == CpuKernel::kLshAvx2Dense) {
     // Scratch from this thread's reusable block: the bucket tables (zeroed here; the kernel
     // leaves them zero), the packed value / output chunks, the lists of unmasked keys and queries
     // and the table offsets of their codes.

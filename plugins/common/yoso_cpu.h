@@ -29,6 +29,17 @@ void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int3
                         const int32_t* query_mask, const int32_t* key_mask, const float* value,
                         float* output, int64_t slice_begin, int64_t slice_end);
 
+// The kernels fast_hash_f32 / lsh_cumulation_f32 run for these dims right now (their dispatch calls
+// exactly these functions, so a report built from them names the code that runs). For diagnostics:
+// libyoso_ort.so writes them to the file named by YOSO_KERNEL_REPORT (plugins/ort/yoso_ort.cc).
+enum class CpuKernel { kFastHashScalar, kFastHashAvx2, kLshScalarDense, kLshScalarCompact, kLshAvx2Dense };
+CpuKernel fast_hash_kernel(const FastHashDims& d);
+CpuKernel lsh_kernel(const LshDims& d);
+// "scalar" / "avx2" (FastHash), "scalar-dense" / "scalar-compact" / "avx2-dense" (LSHCumulation).
+const char* cpu_kernel_name(CpuKernel k);
+// Whether this CPU and OS support the AVX2+FMA kernels (whatever YOSO_FORCE_SCALAR says).
+bool cpu_supports_avx2_fma();
+
 // Whether lsh_cumulation_f32 uses a dense 2^tau x Dv bucket table (small tau) or a compact table
 // of the buckets that unmasked keys actually occupy (large tau; memory O(Sk * Dv) per task).
 bool lsh_uses_dense_table(const LshDims& d);

@@ -22,6 +22,10 @@
 //  * The op objects and every registered domain live for the rest of the process (intentionally
 //    leaked heap objects): sessions keep raw pointers to them, and registering into several
 //    SessionOptions must keep working.
+//  * Diagnostics: a CPU kernel created while the environment variable YOSO_KERNEL_REPORT names a
+//    file appends one line per Compute call to it, naming the kernel that ran and how many tasks
+//    the work was split into (KernelReport below). The variable is read once, at kernel creation
+//    (session creation), so calls of sessions created without it pay one empty-string test.
 //  * CUDA kernels run on ONNX Runtime's compute stream (KernelContext_GetGPUComputeStream) and take
 //    their workspace from ONNX Runtime's allocator for the device (KernelContext_GetAllocator); they
 //    never allocate or synchronise on their own. Invalid mask/sign/code values are detected on the
@@ -32,8 +36,13 @@
 #include "onnxruntime_lite_custom_op.h"
 #undef ORT_API_MANUAL_INIT
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -201,6 +210,66 @@ void parallel_for(OrtKernelContext* context, void (*fn)(void*, size_t), size_t n
 
 size_t ceil_div(int64_t a, int64_t b) { return static_cast<size_t>((a + b - 1) / b); }
 
+// ---------------------------------------------------------------------------------------------
+// Kernel report (diagnostics and tests): YOSO_KERNEL_REPORT=<file>
+// ---------------------------------------------------------------------------------------------
+// Read when the kernel is created. If set, every Compute call appends one line:
+//   yoso-kernel op=FastHash node=<node> provider=CPUExecutionProvider kernel=avx2 tasks=<parallel
+//   tasks> <dims: B=.. H=.. S=.. D=.. m=.. tau=..> cpu_avx2_fma=1
+// (kernel: yoso::cpu::cpu_kernel_name of the dispatch's choice; cpu_avx2_fma: what the CPU supports).
+// with one write(2) on an O_APPEND descriptor (lines of concurrent calls never interleave). A file
+// that cannot be opened is reported once on stderr; inference is never affected.
+class KernelReport {
+ public:
+  // Never throws (a failure to allocate leaves the report off).
+  KernelReport(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+    try {
+      const char* path = std::getenv("YOSO_KERNEL_REPORT");
+      if (path == nullptr || path[0] == '\0') return;
+      size_t size = 0;
+      std::string node;
+      if (take_status_message(api, api->KernelInfo_GetNodeName(info, nullptr, &size)).empty() && size > 1) {
+        node.resize(size);
+        if (!take_status_message(api, api->KernelInfo_GetNodeName(info, &node[0], &size)).empty()) size = 1;
+        node.resize(size - 1);
+      }
+      node_ = node.empty() ? std::string("-") : node;
+      path_ = path;
+    } catch (...) {
+      path_.clear();
+    }
+  }
+
+  bool enabled() const { return !path_.empty(); }
+
+  // `fields`: the op's own "key=value ..." part (kernel, tasks, dims).
+  void write(const char* op, const std::string& fields) const noexcept {
+    try {
+      const std::string line = std::string("yoso-kernel op=") + op + " node=" + node_ +
+                               " provider=CPUExecutionProvider " + fields + " cpu_avx2_fma=" +
+                               (yoso::cpu::cpu_supports_avx2_fma() ? "1" : "0") + "\n";
+      const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+      if (fd < 0) {
+        static std::atomic<bool> warned{false};
+        if (!warned.exchange(true))
+          std::fprintf(stderr, "libyoso_ort.so: cannot open YOSO_KERNEL_REPORT=%s; no kernel report\n",
+                       path_.c_str());
+        return;
+      }
+      const ssize_t n = ::write(fd, line.data(), line.size());
+      (void)n;
+      ::close(fd);
+    } catch (...) {
+    }
+  }
+
+ private:
+  std::string path_;  // empty: off
+  std::string node_;
+};
+
+std::string kv(const char* key, int64_t value) { return std::string(" ") + key + "=" + std::to_string(value); }
+
 }  // namespace
 
 // =============================================================================================
@@ -216,7 +285,7 @@ struct FastHashKernel {
   static constexpr const char* kName = "FastHash";
 
   // Must not throw: problems are kept in init_error_ and reported by kernel creation / Compute.
-  FastHashKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  FastHashKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept : report_(api, info) {
     try {
       init_error_ = check_node_io(api, info, kName, {"x", "mask", "signs"});
       if (init_error_.empty()) init_error_ = read_int_attr(api, info, kName, "num_hash", &num_hash_);
@@ -270,11 +339,19 @@ struct FastHashKernel {
       const int64_t end = std::min(j.rows, begin + j.per_task);
       yoso::cpu::fast_hash_f32(*j.d, j.x, j.mask, j.signs, j.codes, begin, end);  // cannot fail
     };
-    parallel_for(context, task, ceil_div(rows, job.per_task), &job);
+    const size_t tasks = ceil_div(rows, job.per_task);
+    parallel_for(context, task, tasks, &job);
+    if (report_.enabled()) {
+      report_.write(kName, std::string("kernel=") +
+                               yoso::cpu::cpu_kernel_name(yoso::cpu::fast_hash_kernel(d)) +
+                               kv("tasks", static_cast<int64_t>(tasks)) + kv("B", d.B) + kv("H", d.H) +
+                               kv("S", d.S) + kv("D", d.D) + kv("m", d.m) + kv("tau", d.tau));
+    }
     return Ort::Status{nullptr};
   }
 
  private:
+  KernelReport report_;
   std::string init_error_;
   int64_t num_hash_ = 0;
   int64_t hash_code_len_ = 0;
@@ -285,7 +362,7 @@ struct FastHashKernel {
 struct LSHCumulationKernel {
   static constexpr const char* kName = "LSHCumulation";
 
-  LSHCumulationKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept {
+  LSHCumulationKernel(const OrtApi* api, const OrtKernelInfo* info) noexcept : report_(api, info) {
     try {
       init_error_ = check_node_io(api, info, kName,
                                   {"query_codes", "key_codes", "query_mask", "key_mask", "value"});
@@ -358,17 +435,26 @@ struct LSHCumulationKernel {
         j.failed.store(true, std::memory_order_relaxed);
       }
     };
-    parallel_for(context, task, ceil_div(slices, job.per_task), &job);
+    const size_t tasks = ceil_div(slices, job.per_task);
+    parallel_for(context, task, tasks, &job);
     if (job.failed.load()) {
       return Ort::Status(
           (std::string(kName) +
            ": out of memory allocating the scratch bucket tables; use a smaller batch or sequence").c_str(),
           ORT_RUNTIME_EXCEPTION);
     }
+    if (report_.enabled()) {
+      report_.write(kName, std::string("kernel=") +
+                               yoso::cpu::cpu_kernel_name(yoso::cpu::lsh_kernel(d)) +
+                               kv("tasks", static_cast<int64_t>(tasks)) + kv("B", d.B) + kv("H", d.H) +
+                               kv("Sq", d.Sq) + kv("Sk", d.Sk) + kv("m", d.m) + kv("Dv", d.Dv) +
+                               kv("tau", d.tau));
+    }
     return Ort::Status{nullptr};
   }
 
  private:
+  KernelReport report_;
   std::string init_error_;
   int64_t hash_code_len_ = 0;
 };

@@ -131,7 +131,9 @@ class YosoReferenceSelfAttention(nn.Module):
             weights = ops.expectation_weights(q, k, mask, mask, self.hash_code_len)
             context = torch.matmul(weights, v)
 
-        context = nn.functional.normalize(context, p=2, dim=-1)
+        # In float32: normalize's eps (1e-12) is 0 in float16, and a masked query's zero row would become
+        # 0/0 = NaN, which the next layer spreads to every token (plugins/OPS.md section 3, step 6).
+        context = nn.functional.normalize(context.float(), p=2, dim=-1).to(context.dtype)
         if self.conv is not None:
             context = context + self.conv(v * mask[:, None, :, None].to(v.dtype))
         context = context.transpose(1, 2).reshape(batch, seq_len, self.all_head_size)

@@ -288,8 +288,9 @@ def expectation_weights(
     :class:`_ExpectationKernel`, whose forward is this same expression and whose backward is
     YOSO's surrogate; inference, tracing and export see the plain expression.
     """
-    qn = torch.nn.functional.normalize(query, p=2, dim=-1)
-    kn = torch.nn.functional.normalize(key, p=2, dim=-1)
+    # Normalised in float32 (eps 1e-12 underflows to 0 in float16: a zero row would give NaN).
+    qn = torch.nn.functional.normalize(query.float(), p=2, dim=-1).to(query.dtype)
+    kn = torch.nn.functional.normalize(key.float(), p=2, dim=-1).to(key.dtype)
     if _wants_surrogate_grad(qn, kn):
         w = _ExpectationKernel.apply(qn, kn, hash_code_len)
     else:

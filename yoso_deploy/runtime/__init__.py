@@ -21,6 +21,7 @@ from .session import (
     ModelLoadError,
     ProviderUnavailableError,
     RuntimeVersionError,
+    UnsupportedPrecisionError,
     check_runtime_version,
     create_session,
     resolve_providers,
@@ -53,7 +54,8 @@ _LAZY = {
 
 __all__ = [
     "CPU", "CUDA", "LibraryLoadError", "ModelLoadError", "ProviderUnavailableError", "RuntimeVersionError",
-    "check_runtime_version", "create_session", "resolve_providers", "session_options", *sorted(_LAZY),
+    "UnsupportedPrecisionError", "check_runtime_version", "create_session", "resolve_providers", "session_options",
+    *sorted(_LAZY),
 ]
 
 

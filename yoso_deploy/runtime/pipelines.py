@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import tasks
-from ..manifest import expand_path, load_manifest
+from ..manifest import check_usable, expand_path, load_manifest
 from .models import TASK_MODELS, YosoOrtModel
 from .tokenizer import Tokenizer, TokenizerError
 
@@ -78,7 +78,10 @@ class Pipeline:
         ``optimized_cache_dir``, ``allow_failed_export``, ...) go to the model, the rest are decoding defaults."""
         model_dir = expand_path(model_dir)
         session_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in SESSION_KWARGS}
-        tok = Tokenizer.from_dir(model_dir)  # before the session: a missing tokenizer fails fast
+        # A refused export (failed parity check) is said first, then a missing tokenizer, before any session.
+        check_usable(load_manifest(model_dir), allow_failed=session_kwargs.get("allow_failed_export", False),
+                     model_dir=model_dir)
+        tok = Tokenizer.from_dir(model_dir)
         model = TASK_MODELS[cls.task].from_pretrained(model_dir, **session_kwargs)
         return cls(model, tok, batch_size=batch_size, **kwargs)
 

@@ -29,6 +29,10 @@ class ModelLoadError(RuntimeError):
     """The ONNX model file cannot be parsed (corrupt or truncated)."""
 
 
+class UnsupportedPrecisionError(RuntimeError):
+    """The model's precision has no kernels on the requested providers (a float16 export on the CPU)."""
+
+
 def _version_tuple(v: str) -> tuple[int, ...]:
     parts = []
     for p in v.split("+")[0].split(".")[:3]:
@@ -136,7 +140,7 @@ def _optimized_cache_path(model_path: Path | None, data: bytes | None, cache_dir
 
 def _inference_session(source, so, providers, what: str):
     import onnxruntime as ort
-    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidProtobuf
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidGraph, InvalidProtobuf
 
     try:
         return ort.InferenceSession(source if isinstance(source, bytes) else str(source), sess_options=so,
@@ -146,6 +150,16 @@ def _inference_session(source, so, providers, what: str):
             f"{what} is not a valid ONNX model (the file is corrupt or truncated: "
             f"{str(e).strip().splitlines()[0]}); re-export it with 'yoso-deploy export'"
         ) from e
+    except InvalidGraph as e:
+        msg = str(e)
+        if "tensor(float16)" in msg and ("(FastHash)" in msg or "(LSHCumulation)" in msg):
+            # ONNX Runtime's type check of a float16 com.yoso node: only the CUDA kernels take float16.
+            raise UnsupportedPrecisionError(
+                f"{what} is a float16 export, and the CPU kernels of libyoso_ort.so (FastHash, "
+                "LSHCumulation) are float32 only: run it with provider='cuda' (onnxruntime-gpu) or TensorRT, "
+                "or export with --dtype fp32 for the CPU"
+            ) from e
+        raise
 
 
 def create_session(

@@ -173,7 +173,8 @@ class Tokenizer:
 
     def token_count(self, text: str) -> int:
         """Tokens of ``text`` without special tokens."""
-        return len(self._tk.encode(text, add_special_tokens=False).ids)
+        with self._lock:  # another thread's call may have truncation enabled on the shared tokenizer
+            return len(self._tk.encode(text, add_special_tokens=False).ids)
 
     # -- encoding -------------------------------------------------------------------------------
     def __call__(self, text, text_pair=None, *, max_length: int | None = None, truncation: str | bool = False,

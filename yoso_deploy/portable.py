@@ -10,7 +10,8 @@ expanded into the graph (see :mod:`yoso_deploy.export.functions`). Either runs i
   functions, so a ``functions`` export is inlined in memory first (an ``inline`` export as is).
 
 Both are far slower than the library (``docs/perf/portable.md``): they are for runtimes where
-loading ``libyoso_ort.so`` is not possible, not a replacement for it. Neither imports torch.
+loading ``libyoso_ort.so`` is not possible, not a replacement for it. Neither imports torch; both read
+the model with ``onnx`` (the ``[export]`` extra), which is why this is not part of the runtime package.
 """
 
 from __future__ import annotations
