@@ -51,6 +51,7 @@ import gc
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -429,11 +430,32 @@ def gemm_floor(args):
     return prepare
 
 
+CPU_MS: dict = {}  # (name, b, s) -> process CPU times of the timed calls, ms (all threads)
+
+
 def timed(fn, key, results: dict):
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
     dt = (time.perf_counter() - t0) * 1000
     results.setdefault(key, []).append(dt)
+    CPU_MS.setdefault(key, []).append((time.process_time() - c0) * 1000)
+
+
+def no_spinning() -> None:
+    """--no-spin: every ORT session of this run gets intra-op threads that sleep instead of spinning when idle,
+    so a call's process CPU time is the work it did (spinning burns CPU that competing load then steals)."""
+    import onnxruntime as ort
+
+    orig = ort.InferenceSession.__init__
+
+    def init(self, path_or_bytes, sess_options=None, *a, **k):
+        if sess_options is None:
+            sess_options = ort.SessionOptions()
+        if sess_options.get_session_config_entry("session.intra_op.allow_spinning") != "0":
+            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        orig(self, path_or_bytes, sess_options, *a, **k)
+
+    ort.InferenceSession.__init__ = init
 
 
 def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, checks: list | None = None,
@@ -442,6 +464,7 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, chec
     ``reference_lsh(b, s, ids, mask)``: the PyTorch LSH reference for ort-lsh when torch-lsh is not timed
     (called at the largest S only)."""
     results = {}
+    load = {}  # 1-minute load average after each shape's timing (2 shared cores: above 2 = competing work)
     for b in args.batches:
         for s in args.seq_lens:
             rng = np.random.default_rng(s)
@@ -484,9 +507,11 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, chec
                     # slower at S 512 (GEMM floor 70.8 vs 37.7 ms) on this 2-core machine.
                     time.sleep(args.settle_ms / 1000)
                     timed(fn, (name, b, s), results)
+            load[f"{b}|{s}"] = round(os.getloadavg()[0], 2)
             line = "  ".join(f"{n}={min(results[(n, b, s)]):.1f}" for n in active)
             print(f"  [{label}] batch {b} S {s}: {line} ms", flush=True)
-    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()}}
+    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()},
+            "min_cpu_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(CPU_MS[k]) for k in results}, "load_1min": load}
 
 
 def targets(per: dict, rss: dict) -> list[str]:
@@ -548,7 +573,11 @@ def report(data: dict, args, out: Path):
     names = [n for n in ("ort-lsh", *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
                          "bert-ort", "bert-ort-int8", "FastHash (x2)", "LSHCumulation", "GEMM floor")
              if any(k.startswith(n + "|") for k in per)]
-    lines = [f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
+    lines = [f"Command: `{data['command']}` ({data['seconds']:.0f} s); 1-minute load average at start "
+             f"{data['load_start']}, per shape (one layer) {data['per_layer'].get('load_1min')}"
+             + (f", (whole model) {data['whole_model'].get('load_1min')}" if "whole_model" in data else "")
+             + f", at end {data.get('load_end')} (2 cores, shared: above 2 means other work was competing)", "",
+             f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
              f"{args.threads} threads; onnxruntime {data['machine']['onnxruntime']}, torch {data['machine']['torch']}, "
              f"{data['machine']['date']})", "",
              "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
@@ -556,6 +585,15 @@ def report(data: dict, args, out: Path):
     for n in names:
         cells = [f"{per[f'{n}|{b}|{s}']:.1f}" if f"{n}|{b}|{s}" in per else "–" for b in args.batches for s in args.seq_lens]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    cpu = data["per_layer"].get("min_cpu_ms") or {}
+    if cpu:
+        lines += ["", "Process CPU time of the same calls, ms (all threads; min of the repeats):", "",
+                  "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
+                  "|---|" + "---:|" * (len(args.batches) * len(args.seq_lens))]
+        for n in names:
+            cells = [f"{cpu[f'{n}|{b}|{s}']:.1f}" if f"{n}|{b}|{s}" in cpu else "–" for b in args.batches
+                     for s in args.seq_lens]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Ratios (same run):", ""]
     for b in args.batches:
         for s in args.seq_lens:
@@ -574,6 +612,9 @@ def report(data: dict, args, out: Path):
             if floor:
                 parts.append(f"ORT LSH / GEMM floor = {lsh / floor:.2f}")
             parts += int8_ratios(per, b, s)
+            cpu = int8_ratios(data["per_layer"].get("min_cpu_ms") or {}, b, s)
+            if cpu:
+                parts.append("process CPU time: " + ", ".join(cpu))
             lines.append(f"- batch {b}, S {s}: " + "; ".join(parts))
     for b in args.batches:
         lo, hi = min(args.seq_lens), max(args.seq_lens)
@@ -601,6 +642,9 @@ def report(data: dict, args, out: Path):
         for b in args.whole_batches:
             for s in args.seq_lens:
                 parts = int8_ratios(wm, b, s)
+                cpu = int8_ratios(data["whole_model"].get("min_cpu_ms") or {}, b, s)
+                if cpu:
+                    parts.append("process CPU time: " + ", ".join(cpu))
                 if parts:
                     lines.append(f"- whole model, batch {b}, S {s}: " + "; ".join(parts))
         lines += ["", f"Whole model ({args.layers} layers), ms:", "",
@@ -654,6 +698,8 @@ def main():
                     help="skip quadratic backends when batch*S^2 exceeds this (default 2e7: S=4096 at batch 1)")
     ap.add_argument("--settle-ms", type=float, default=50.0,
                     help="pause before each timed call so the previous backend's spinning threads go idle")
+    ap.add_argument("--no-spin", action="store_true",
+                    help="ORT intra-op threads sleep when idle (process CPU time = the work; for shared machines)")
     ap.add_argument("--whole-model", action="store_true", help="also time the whole model")
     ap.add_argument("--layers", type=int, default=12, help="layers of the whole model")
     ap.add_argument("--whole-batches", default="1")
@@ -666,13 +712,16 @@ def main():
     args.whole_batches = [int(x) for x in args.whole_batches.split(",")]
     args.backends = [x.strip() for x in args.backends.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.no_spin:
+        no_spinning()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    data = {"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    data = {"command": "python " + shlex.join(["scripts/bench_cpu.py", *sys.argv[1:]]),
+            "load_start": [round(x, 2) for x in os.getloadavg()], "machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     print(json.dumps(data["machine"]), flush=True)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -704,6 +753,7 @@ def main():
                 data["rss_model_int8"] = isolated_rss(work / f"ort-lsh-int8-{args.layers}" / "model.onnx", args.seq_lens,
                                                       args.whole_batches, args.threads)
     data["seconds"] = time.time() - t0
+    data["load_end"] = [round(x, 2) for x in os.getloadavg()]
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
     report(data, args, args.out)
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))  # with the targets' verdicts

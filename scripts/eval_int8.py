@@ -41,6 +41,33 @@ VARIANTS = {  # name -> quantize options
     "static, Q/K fp32": {"method": "static", "qk": "fp32"},
 }
 CALIBRATION_EXAMPLES = 32
+BROKEN = {  # name -> (quantized weight whose scale is multiplied, factor)
+    "layer 1 FFN output scale x2": ("yoso.encoder.layer.1.output.dense.weight.T", 2.0),
+    "layer 0 attention output scale x1.5": ("yoso.encoder.layer.0.attention.output.dense.weight.T", 1.5),
+}
+
+
+def with_wrong_scale(src: Path, dst: Path, weight: str, factor: float) -> Path:
+    """A copy of the int8 export ``src`` with the scale of one quantized weight multiplied by ``factor``."""
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    from yoso_deploy.manifest import load_manifest, write_manifest
+
+    shutil.copytree(src, dst)
+    g = onnx.load(str(dst / "model.onnx"))
+    init = next(i for i in g.graph.initializer if i.name == weight + "_scale")
+    init.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(factor), init.name))
+    onnx.save(g, str(dst / "model.onnx"))
+    m = load_manifest(dst)  # still names the same fp32 export and checkpoint
+    for key in ("source_export",):
+        m["quantization"][key] = str((src / m["quantization"][key]).resolve())
+    if m.get("source_model"):
+        m["source_model"] = str((src / m["source_model"]).resolve())
+    write_manifest(dst, m)
+    return dst
 
 
 def main() -> None:
@@ -81,34 +108,39 @@ def main() -> None:
         pipe = QuestionAnsweringPipeline.from_pretrained(fp32_dir, intra_op_threads=args.threads)
         out["fp32"] = evaluate_pipeline(pipe, test, fp32_spans)
         print("fp32", out["fp32"], flush=True)
+        def measure(qdir: Path, manifest: dict) -> dict:
+            spans: list = []
+            pipe = QuestionAnsweringPipeline.from_pretrained(qdir, intra_op_threads=args.threads,
+                                                             allow_failed_export=True)
+            r = evaluate_pipeline(pipe, test, spans)
+            r["same_answer_as_fp32"] = sum(a == b for a, b in zip(spans, fp32_spans)) / len(test)
+            _, run_int8 = probed_run(qdir, manifest, args.threads)
+            got = [run_int8(f) for f in cases]
+            del run_int8
+            report = Int8Report(judge_int8("qa", list(zip(cases, got, ref)), "ort-cpu int8", "fp32 export"))
+            r["code_agreement_vs_fp32"] = {c.name.replace(" codes", ""): round(c.value, 4)
+                                           for c in report.comparisons if c.kind == "codes"}
+            agree = sum(c.agree for c in report.comparisons if c.kind == "codes")
+            total = sum(c.total for c in report.comparisons if c.kind == "codes")
+            r["code_agreement_vs_fp32_all"] = round(agree / total, 4)
+            r["hidden_cosine_vs_fp32"] = {c.name.split(" ")[0]: round(float(c.value), 6)
+                                          for c in report.comparisons if c.kind == "hidden"}
+            r["int8_criteria_vs_fp32"] = report.summary()["fp32 export"]
+            r["int8_criteria_passed"] = report.passed
+            first = report.first_failure()
+            r["int8_first_failure"] = None if first is None else str(first.error)
+            r["task_agreement_vs_fp32"] = {c.name.split()[0]: {"agree": c.agree, "decisive": c.total,
+                                                               "near_ties": c.near_ties}
+                                           for c in report.comparisons if c.kind == "task"}
+            return r
+
         for name, opts in VARIANTS.items():
             extra = {"calibration": tmp / "calibration.txt"} if opts["method"] == "static" else {}
             qdir = tmp / name.replace(", ", "-").replace("/", "")
             t0 = time.perf_counter()
             res = quantize(fp32_dir, qdir, threads=args.threads, **opts, **extra)
             q_seconds = time.perf_counter() - t0
-            spans: list = []
-            pipe = QuestionAnsweringPipeline.from_pretrained(qdir, intra_op_threads=args.threads)
-            r = evaluate_pipeline(pipe, test, spans)
-            r["same_answer_as_fp32"] = sum(a == b for a, b in zip(spans, fp32_spans)) / len(test)
-            _, run_int8 = probed_run(qdir, res.manifest, args.threads)
-            got = [run_int8(f) for f in cases]
-            del run_int8
-            report = Int8Report(judge_int8("qa", list(zip(cases, got, ref)), "ort-cpu int8", "fp32 export"))
-            per_layer = {}
-            for c in report.comparisons:
-                if c.kind == "codes":
-                    k = c.name.replace(" codes", "")
-                    a, t = per_layer.get(k, (0, 0))
-                    per_layer[k] = (a + c.agree, t + c.total)
-            r["code_agreement_vs_fp32"] = {k: round(a / t, 4) for k, (a, t) in per_layer.items()}
-            tot = np.array(list(per_layer.values()), dtype=np.float64).sum(0)
-            r["code_agreement_vs_fp32_all"] = round(float(tot[0] / tot[1]), 4)
-            r["int8_criteria_vs_fp32"] = report.summary()["fp32 export"]
-            r["int8_criteria_passed"] = report.passed
-            r["task_agreement_vs_fp32"] = {c.name.split()[0]: {"agree": c.agree, "decisive": c.total,
-                                                               "near_ties": c.near_ties}
-                                           for c in report.comparisons if c.kind == "task"}
+            r = measure(qdir, res.manifest)
             r["quantize_seconds"] = round(q_seconds, 1)
             r["options"] = {k: res.manifest["quantization"][k] for k in
                             ("method", "qk", "weight_type", "activation_type", "per_channel", "reduce_range")}
@@ -122,11 +154,24 @@ def main() -> None:
                 r["windowed"] = win
             out["variants"][name] = r
             print(name, {k: v for k, v in r.items() if k not in ("code_agreement_vs_fp32",)}, flush=True)
+        # Negative controls: the default int8 export with one weight scale deliberately wrong. The int8
+        # criteria must fail these (and pass every variant above): README "int8 quantization".
+        out["broken_scale"] = {}
+        for name, (weight, factor) in BROKEN.items():
+            bdir = tmp / ("broken-" + weight)
+            with_wrong_scale(tmp / "dynamic", bdir, weight, factor)
+            r = measure(bdir, load_manifest(bdir))
+            r["weight"], r["factor"] = weight, factor
+            out["broken_scale"][name] = r
+            print("broken:", name, {k: v for k, v in r.items() if k not in ("code_agreement_vs_fp32",)}, flush=True)
     out["seconds"] = round(time.perf_counter() - t_start, 1)
     table = ["| setting | exact match | F1 | same answer as fp32 | codes = fp32's |", "|---|---:|---:|---:|---:|",
              f"| fp32 | {out['fp32']['exact_match']:.3f} | {out['fp32']['f1']:.3f} | | |"]
     for name, r in out["variants"].items():
         table.append(f"| int8 {name} | {r['exact_match']:.3f} | {r['f1']:.3f} | {r['same_answer_as_fp32']:.3f} | "
+                     f"{r['code_agreement_vs_fp32_all']:.4f} |")
+    for name, r in out["broken_scale"].items():
+        table.append(f"| broken: {name} | {r['exact_match']:.3f} | {r['f1']:.3f} | {r['same_answer_as_fp32']:.3f} | "
                      f"{r['code_agreement_vs_fp32_all']:.4f} |")
     print("\n".join(table))
     if not args.no_write:

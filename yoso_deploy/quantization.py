@@ -459,7 +459,10 @@ def _prepare_output(src: Path, out: Path) -> Path:
         raise QuantizeError(f"output {str(out)!r} exists and is not a directory; choose a directory path")
     if out.resolve() == src.resolve():
         raise QuantizeError(f"--output is the export being quantized ({str(src)!r}); choose another directory")
-    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+    # a non-empty directory only if it holds a previous export, or nothing but the source export itself
+    # (``export --quantize int8``: OUTPUT/fp32 is the source, OUTPUT the int8 export)
+    others = [p for p in out.iterdir() if p.resolve() != src.resolve()] if out.is_dir() else []
+    if others and not (out / MANIFEST).is_file():
         raise QuantizeError(f"output directory {str(out)!r} is not empty and holds no previous export; choose an "
                             "empty or new directory so nothing is overwritten")
     try:
