@@ -451,8 +451,7 @@ def no_spinning() -> None:
     def init(self, path_or_bytes, sess_options=None, *a, **k):
         if sess_options is None:
             sess_options = ort.SessionOptions()
-        if sess_options.get_session_config_entry("session.intra_op.allow_spinning") != "0":
-            sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         orig(self, path_or_bytes, sess_options, *a, **k)
 
     ort.InferenceSession.__init__ = init
@@ -464,6 +463,7 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, chec
     ``reference_lsh(b, s, ids, mask)``: the PyTorch LSH reference for ort-lsh when torch-lsh is not timed
     (called at the largest S only)."""
     results = {}
+    CPU_MS.clear()  # per bench() call: the whole model's keys are the one-layer run's keys
     load = {}  # 1-minute load average after each shape's timing (2 shared cores: above 2 = competing work)
     for b in args.batches:
         for s in args.seq_lens:
@@ -620,7 +620,7 @@ def report(data: dict, args, out: Path):
         lo, hi = min(args.seq_lens), max(args.seq_lens)
         for n in ("ort-lsh", "bert-sdpa", "bert-ort", "hf-yoso-e"):
             a, z = per.get(f"{n}|{b}|{lo}"), per.get(f"{n}|{b}|{hi}")
-            if a and z:
+            if a and z and hi > lo:
                 lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
     target_lines = targets(per, data.get("rss_layer") or {})
     lines += target_lines

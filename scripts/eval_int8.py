@@ -74,7 +74,7 @@ def main() -> None:
     from train_default_model import WINDOWED_EVAL, evaluate_pipeline, heldout_split, make_split, split_seeds
 
     from yoso_deploy.export import export
-    from yoso_deploy.int8_parity import Int8Report, judge_int8
+    from yoso_deploy.int8_parity import DEFAULT_THRESHOLDS, Int8Report, judge_int8
     from yoso_deploy.manifest import load_manifest
     from yoso_deploy.quantization import DEFAULT_METHOD, DEFAULT_QK, probed_run, quantize
     from yoso_deploy.runtime.qa import QuestionAnsweringPipeline
@@ -92,7 +92,8 @@ def main() -> None:
     out: dict = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "n": len(test),
                  "calibration": f"static variants: {CALIBRATION_EXAMPLES} validation-split examples (seed "
                                 f"{split_seeds(args.seed)['validation']}), question<TAB>context per line",
-                 "default": {"method": DEFAULT_METHOD, "qk": DEFAULT_QK}, "variants": {}}
+                 "default": {"method": DEFAULT_METHOD, "qk": DEFAULT_QK},
+                 "thresholds": DEFAULT_THRESHOLDS.to_json(), "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         (tmp / "calibration.txt").write_text("".join(f"{e.question}\t{e.context}\n" for e in calib))
