@@ -348,11 +348,11 @@ def test_yoso4096_layer_quantizes_and_passes_at_4096_tokens(yoso4096_export, tmp
     assert len(codes) == 4 and all(c.total == 12 * 4096 * 64 for c in codes)
     assert all(0.9 < c.value < 1.0 for c in codes)  # int8 Q/K projections move some codes, most stay
     # The subtlest wrong scale measured (scripts/int8_criteria_yoso4096.py): layer 0's attention output x 1.5.
-    # In random weights the residual dwarfs it (output cosine 0.995 passes), but the hidden state and the next
-    # layer's codes move beyond what int8 rounding moves them: the default thresholds fail it at layer 0.
+    # In random weights the residual dwarfs it (output cosine 0.995, hidden cosine 0.9993 pass), but the next
+    # layer's codes move beyond what int8 rounding moves them (0.89 < 0.90; correct: 0.95).
     bad = wrong_scale(tmp_path / "int8", tmp_path / "bad", "yoso.encoder.layer.0.attention.output.dense.weight.T", 1.5)
     rep = check_against_fp32(bad, load_manifest(bad), yoso4096_export, m32, None, cases=[case])
     failed = {f.name for f in rep.failures()}
-    assert not rep.passed and rep.first_failure().layer == 0, rep.table()
-    assert {"hidden_states.1 (layer 0)", "layer 1 query codes", "layer 1 key codes"} <= failed, rep.table()
+    assert not rep.passed and rep.first_failure().layer == 1, rep.table()
+    assert {"layer 1 query codes", "layer 1 key codes"} <= failed, rep.table()
     assert "layer 0 query codes" not in failed  # computed before the wrong scale: still int8-close

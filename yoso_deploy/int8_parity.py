@@ -68,7 +68,7 @@ class Int8Thresholds:
 
     min_output_cosine: float = 0.99  # each model output, each case
     max_abs_rel: float = 1.0  # max |a - r| / max |r| of each model output, each case (gross errors only)
-    min_hidden_cosine: float = 0.9995  # embeddings and every layer output, all cases pooled
+    min_hidden_cosine: float = 0.999  # embeddings and every layer output, all cases pooled
     min_code_agreement: float = 0.90  # each layer and role, all cases pooled
     min_task_agreement: float = 0.90  # all cases together, each decision output, decisive decisions
     min_decisions: int = 20  # fewer decisive decisions are reported, not judged (too few to estimate a rate)
