@@ -52,7 +52,10 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     t_start = time.perf_counter()
-    out = {"command": "python " + shlex.join(["scripts/int8_criteria_yoso4096.py", *sys.argv[1:]]), "variants": {}}
+    from yoso_deploy.int8_parity import DEFAULT_THRESHOLDS
+
+    out = {"command": "python " + shlex.join(["scripts/int8_criteria_yoso4096.py", *sys.argv[1:]]),
+           "thresholds": DEFAULT_THRESHOLDS.to_json(), "variants": {}}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         cfg = yoso_4096_config(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
