@@ -14,6 +14,12 @@ changes hit all of them alike), the latency of one encoder layer (and optionally
   bert-ort       the same BERT exported to ONNX (TorchScript exporter, eager attention, which the
                  ORT transformer optimizer pattern-matches) and fused by
                  onnxruntime.transformers.optimizer (Attention, SkipLayerNorm, BiasGelu)
+  ort-lsh-int8   ort-lsh quantized by `yoso-deploy quantize` with its defaults (dynamic, int8 weights,
+                 uint8 activations, per tensor, Q/K int8); variants ort-lsh-int8-static (QDQ, calibrated
+                 on 16 generated inputs of 512 tokens), ort-lsh-int8-qkfp32 (query/key projections
+                 kept fp32) and ort-lsh-int8-static-qkfp32
+  bert-ort-int8  bert-ort quantized the same way (onnxruntime.quantization.quantize_dynamic: every
+                 MatMul with a weight and the fused Attention's QKV weights, int8, per tensor)
 
 plus FastHash and LSHCumulation alone (ONNX Runtime, the shapes of one layer) and the GEMM floor
 (the layer's dense projections as one torch linear chain). Minimum over repeats is reported.
@@ -45,6 +51,7 @@ import gc
 import json
 import os
 import platform
+import shlex
 import sys
 import tempfile
 import time
@@ -58,6 +65,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 QUADRATIC = {"torch-exp", "hf-yoso-e", "ort-exp"}
+INT8_VARIANTS = {"ort-lsh-int8": ("dynamic", "int8"), "ort-lsh-int8-qkfp32": ("dynamic", "fp32"),
+                 "ort-lsh-int8-static": ("static", "int8"), "ort-lsh-int8-static-qkfp32": ("static", "fp32")}
 
 
 # Peak RSS of an ORT LSH session, measured in a fresh process that holds nothing else (the benchmark
@@ -150,9 +159,17 @@ def build_backends(layers: int, args, work: Path) -> dict:
         return lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})
 
     for mode, name in (("lsh", "ort-lsh"), ("expectation", "ort-exp")):
-        if name in want:
+        if name in want or (name == "ort-lsh" and want & set(INT8_VARIANTS)):
             res = export(ckpt, work / f"{name}-{layers}", task="base", attention=mode, validate=False)
-            fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
+            if name in want:
+                fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
+    for name, (method, qk) in INT8_VARIANTS.items():
+        if name in want:
+            from yoso_deploy.quantization import quantize
+
+            q = quantize(work / f"ort-lsh-{layers}", work / f"{name}-{layers}", method=method, qk=qk, validate=False,
+                         calibration_samples=16 if method == "static" else None, threads=args.threads)
+            fns[name] = ort_fn(create_session(q.onnx_path, intra_op_threads=args.threads))
 
     def torch_fn(model):
         def run(ids, mask):
@@ -168,7 +185,7 @@ def build_backends(layers: int, args, work: Path) -> dict:
         fns["torch-exp"] = torch_fn(convert_model(copy.deepcopy(hf), attention="expectation"))
     if "hf-yoso-e" in want:
         fns["hf-yoso-e"] = torch_fn(hf)
-    if want & {"bert-sdpa", "bert-ort"}:
+    if want & {"bert-sdpa", "bert-ort", "bert-ort-int8"}:
         bcfg = BertConfig(vocab_size=1000, hidden_size=768, num_hidden_layers=layers, num_attention_heads=12,
                           intermediate_size=3072, max_position_embeddings=max(args.seq_lens),
                           hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
@@ -177,16 +194,43 @@ def build_backends(layers: int, args, work: Path) -> dict:
         bert = BertModel(bcfg).eval()
         if "bert-sdpa" in want:
             fns["bert-sdpa"] = torch_fn(bert)
-        if "bert-ort" in want:
-            fns["bert-ort"] = ort_fn(bert_ort_session(bert, bcfg, work / f"bert-{layers}", args.threads))
+        if want & {"bert-ort", "bert-ort-int8"}:
+            opt = bert_ort_model(bert, bcfg, work / f"bert-{layers}")
+            if "bert-ort" in want:
+                fns["bert-ort"] = ort_fn(plain_session(opt, args.threads))
+            if "bert-ort-int8" in want:
+                fns["bert-ort-int8"] = ort_fn(plain_session(bert_int8(opt), args.threads))
     return fns
 
 
-def bert_ort_session(bert, bcfg, out: Path, threads: int):
-    """BERT -> ONNX (TorchScript exporter, eager attention) -> ORT transformer optimizer -> session."""
+def plain_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def bert_int8(opt: Path) -> Path:
+    """The fused BERT quantized as `yoso-deploy quantize` quantizes ours by default: dynamic, int8 weights, per
+    tensor -- every MatMul with a weight, and the QKV weights of the fused Attention (QAttention)."""
+    import logging
+
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = opt.with_name("bert.int8.onnx")
+    logging.getLogger().setLevel(logging.ERROR)
+    quantize_dynamic(str(opt), str(out), op_types_to_quantize=["MatMul", "Attention"], per_channel=False,
+                     reduce_range=False, weight_type=QuantType.QInt8,
+                     extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT})
+    return out
+
+
+def bert_ort_model(bert, bcfg, out: Path) -> Path:
+    """BERT -> ONNX (TorchScript exporter, eager attention) -> ORT transformer optimizer -> bert.opt.onnx."""
     import copy
 
-    import onnxruntime as ort
     from onnxruntime.transformers.optimizer import optimize_model
 
     out.mkdir(parents=True, exist_ok=True)
@@ -213,9 +257,7 @@ def bert_ort_session(bert, bcfg, out: Path, threads: int):
     fused = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     print(f"  bert-ort fused operators: {fused}", flush=True)
     opt.save_model_to_file(str(out / "bert.opt.onnx"))
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(out / "bert.opt.onnx"), so, providers=["CPUExecutionProvider"])
+    return out / "bert.opt.onnx"
 
 
 # ---- output checks -----------------------------------------------------------------------------
@@ -224,6 +266,7 @@ DENSE_REL_TOL = 1e-4  # same computation, different kernels: max |a - b| <= 1e-4
 LSH_ROW_REL_TOL = 1e-4  # ort-lsh vs the PyTorch LSH reference, per token row
 LSH_MAX_ROWS_BEYOND = 0.01  # fraction of token rows allowed beyond LSH_ROW_REL_TOL (flipped codes)
 LSH_WORST_REL = 1e-2  # no token row beyond this
+INT8_MIN_COSINE = 0.99  # an int8 backend vs its fp32 backend: cosine of the whole output (README "int8 quantization")
 
 
 def _array(out):
@@ -238,7 +281,8 @@ def _array(out):
 
 
 def compare(what: str, b: int, s: int, got, want, kind: str = "dense", rel_tol: float = DENSE_REL_TOL) -> dict:
-    """One output check; kind: "exact" (integers), "dense" (rounding only), "lsh" (flipped codes)."""
+    """One output check; kind: "exact" (integers), "dense" (rounding only), "lsh" (flipped codes), "int8"
+    (a quantized backend against its fp32 backend: cosine of the whole output)."""
     got, want = np.asarray(got), np.asarray(want)
     row = {"what": what, "batch": b, "seq": s, "kind": kind}
     if got.shape != want.shape:
@@ -252,6 +296,12 @@ def compare(what: str, b: int, s: int, got, want, kind: str = "dense", rel_tol: 
     scale = float(np.abs(want).max()) if want.size else 0.0
     finite = bool(np.isfinite(got).all())
     row.update(max_abs=float(err.max(initial=0.0)), scale=scale)
+    if kind == "int8":
+        a, w = got.astype(np.float64).ravel(), want.astype(np.float64).ravel()
+        cos = float(a @ w / max(np.linalg.norm(a) * np.linalg.norm(w), 1e-300)) if finite else 0.0
+        row.update(cosine=cos, ok=cos >= INT8_MIN_COSINE,
+                   detail=f"cosine {cos:.6f} (allowed >= {INT8_MIN_COSINE:g}), max abs {row['max_abs']:.3g} (scale {scale:.3g})")
+        return row
     if kind == "dense":
         ok = finite and row["max_abs"] <= rel_tol * scale
         row.update(ok=ok, detail=f"max abs {row['max_abs']:.2e} (scale {scale:.3g}, tol {rel_tol:g} x scale)")
@@ -274,6 +324,9 @@ def check_layer_outputs(outs: dict, b: int, s: int, reference_lsh=None) -> list[
             checks.append(compare(f"{name} vs ort-exp", b, s, outs[name], outs["ort-exp"]))
     if "bert-ort" in outs and "bert-sdpa" in outs:
         checks.append(compare("bert-ort vs bert-sdpa", b, s, outs["bert-ort"], outs["bert-sdpa"]))
+    for q8, fp in [(n, "ort-lsh") for n in INT8_VARIANTS] + [("bert-ort-int8", "bert-ort")]:
+        if q8 in outs and fp in outs:
+            checks.append(compare(f"{q8} vs {fp} (int8 vs fp32)", b, s, outs[q8], outs[fp], "int8"))
     if "ort-lsh" in outs:
         ref = outs.get("torch-lsh")
         if ref is None and reference_lsh is not None:
@@ -377,11 +430,31 @@ def gemm_floor(args):
     return prepare
 
 
+CPU_MS: dict = {}  # (name, b, s) -> process CPU times of the timed calls, ms (all threads)
+
+
 def timed(fn, key, results: dict):
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     fn()
     dt = (time.perf_counter() - t0) * 1000
     results.setdefault(key, []).append(dt)
+    CPU_MS.setdefault(key, []).append((time.process_time() - c0) * 1000)
+
+
+def no_spinning() -> None:
+    """--no-spin: every ORT session of this run gets intra-op threads that sleep instead of spinning when idle,
+    so a call's process CPU time is the work it did (spinning burns CPU that competing load then steals)."""
+    import onnxruntime as ort
+
+    orig = ort.InferenceSession.__init__
+
+    def init(self, path_or_bytes, sess_options=None, *a, **k):
+        if sess_options is None:
+            sess_options = ort.SessionOptions()
+        sess_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        orig(self, path_or_bytes, sess_options, *a, **k)
+
+    ort.InferenceSession.__init__ = init
 
 
 def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, checks: list | None = None,
@@ -390,6 +463,8 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, chec
     ``reference_lsh(b, s, ids, mask)``: the PyTorch LSH reference for ort-lsh when torch-lsh is not timed
     (called at the largest S only)."""
     results = {}
+    CPU_MS.clear()  # per bench() call: the whole model's keys are the one-layer run's keys
+    load = {}  # 1-minute load average after each shape's timing (2 shared cores: above 2 = competing work)
     for b in args.batches:
         for s in args.seq_lens:
             rng = np.random.default_rng(s)
@@ -432,9 +507,11 @@ def bench(fns: dict, args, label: str, op_prepare=None, floor_prepare=None, chec
                     # slower at S 512 (GEMM floor 70.8 vs 37.7 ms) on this 2-core machine.
                     time.sleep(args.settle_ms / 1000)
                     timed(fn, (name, b, s), results)
+            load[f"{b}|{s}"] = round(os.getloadavg()[0], 2)
             line = "  ".join(f"{n}={min(results[(n, b, s)]):.1f}" for n in active)
             print(f"  [{label}] batch {b} S {s}: {line} ms", flush=True)
-    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()}}
+    return {"min_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(v) for k, v in results.items()},
+            "min_cpu_ms": {f"{k[0]}|{k[1]}|{k[2]}": min(CPU_MS[k]) for k in results}, "load_1min": load}
 
 
 def targets(per: dict, rss: dict) -> list[str]:
@@ -466,7 +543,25 @@ def targets(per: dict, rss: dict) -> list[str]:
         v = (run[4096] - run[2048]) / max(1e-9, run[2048] - run[1024])
         row(f"RSS linear in S: growth 2048->4096 / growth 1024->2048 (linear 2, quadratic 4; "
             f"{1024 * (run[4096] - run[2048]) / 2048:.0f} MB per 1k tokens)", v, v <= 2.5, "{:.2f}")
+    q8 = get("ort-lsh-int8", 4096)
+    if q8:
+        v = lsh / q8
+        row("S 4096: ORT LSH fp32 / ORT LSH int8 >= 2.2x", v, v >= 2.2, "{:.2f}x")
+        if get("bert-ort-int8", 4096):
+            v = get("bert-ort-int8", 4096) / q8
+            row("S 4096: BERT-ORT int8 / ORT LSH int8 >= 1.8x", v, v >= 1.8, "{:.2f}x")
     return ["", "Targets (ORT LSH, one layer, batch 1):", ""] + rows if rows else []
+
+
+def int8_ratios(per: dict, b: int, s: int) -> list[str]:
+    """Same-run ratios of the int8 backends: fp32 / int8 of ours and of BERT, and BERT int8 / ours int8."""
+    get = lambda n: per.get(f"{n}|{b}|{s}")  # noqa: E731
+    parts = [f"ort-lsh/{n} = {get('ort-lsh') / get(n):.2f}x" for n in INT8_VARIANTS if get(n) and get("ort-lsh")]
+    if get("bert-ort-int8") and get("ort-lsh-int8"):
+        parts.append(f"bert-ort-int8/ort-lsh-int8 = {get('bert-ort-int8') / get('ort-lsh-int8'):.2f}x")
+    if get("bert-ort-int8") and get("bert-ort"):
+        parts.append(f"bert-ort/bert-ort-int8 = {get('bert-ort') / get('bert-ort-int8'):.2f}x")
+    return parts
 
 
 def targets_not_met(lines: list[str]) -> list[str]:
@@ -475,10 +570,14 @@ def targets_not_met(lines: list[str]) -> list[str]:
 
 def report(data: dict, args, out: Path):
     per = data["per_layer"]["min_ms"]
-    names = [n for n in ("ort-lsh", "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa", "bert-ort",
-                         "FastHash (x2)", "LSHCumulation", "GEMM floor")
+    names = [n for n in ("ort-lsh", *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
+                         "bert-ort", "bert-ort-int8", "FastHash (x2)", "LSHCumulation", "GEMM floor")
              if any(k.startswith(n + "|") for k in per)]
-    lines = [f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
+    lines = [f"Command: `{data['command']}` ({data['seconds']:.0f} s); 1-minute load average at start "
+             f"{data['load_start']}, per shape (one layer) {data['per_layer'].get('load_1min')}"
+             + (f", (whole model) {data['whole_model'].get('load_1min')}" if "whole_model" in data else "")
+             + f", at end {data.get('load_end')} (2 cores, shared: above 2 means other work was competing)", "",
+             f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
              f"{args.threads} threads; onnxruntime {data['machine']['onnxruntime']}, torch {data['machine']['torch']}, "
              f"{data['machine']['date']})", "",
              "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
@@ -486,6 +585,15 @@ def report(data: dict, args, out: Path):
     for n in names:
         cells = [f"{per[f'{n}|{b}|{s}']:.1f}" if f"{n}|{b}|{s}" in per else "–" for b in args.batches for s in args.seq_lens]
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    cpu = data["per_layer"].get("min_cpu_ms") or {}
+    if cpu:
+        lines += ["", "Process CPU time of the same calls, ms (all threads; min of the repeats):", "",
+                  "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
+                  "|---|" + "---:|" * (len(args.batches) * len(args.seq_lens))]
+        for n in names:
+            cells = [f"{cpu[f'{n}|{b}|{s}']:.1f}" if f"{n}|{b}|{s}" in cpu else "–" for b in args.batches
+                     for s in args.seq_lens]
+            lines.append(f"| {n} | " + " | ".join(cells) + " |")
     lines += ["", "Ratios (same run):", ""]
     for b in args.batches:
         for s in args.seq_lens:
@@ -503,12 +611,16 @@ def report(data: dict, args, out: Path):
             floor = per.get(f"GEMM floor|{b}|{s}")
             if floor:
                 parts.append(f"ORT LSH / GEMM floor = {lsh / floor:.2f}")
+            parts += int8_ratios(per, b, s)
+            cpu = int8_ratios(data["per_layer"].get("min_cpu_ms") or {}, b, s)
+            if cpu:
+                parts.append("process CPU time: " + ", ".join(cpu))
             lines.append(f"- batch {b}, S {s}: " + "; ".join(parts))
     for b in args.batches:
         lo, hi = min(args.seq_lens), max(args.seq_lens)
         for n in ("ort-lsh", "bert-sdpa", "bert-ort", "hf-yoso-e"):
             a, z = per.get(f"{n}|{b}|{lo}"), per.get(f"{n}|{b}|{hi}")
-            if a and z:
+            if a and z and hi > lo:
                 lines.append(f"- scaling batch {b}: {n} t({hi})/t({lo}) = {z / a:.2f} (linear would be {hi / lo:.0f})")
     target_lines = targets(per, data.get("rss_layer") or {})
     lines += target_lines
@@ -517,14 +629,24 @@ def report(data: dict, args, out: Path):
     lines += ["", f"Output checks ({len(checks)}, before timing): "
               + ("all ok" if all(c["ok"] for c in checks) else "FAILED: " + "; ".join(
                   f"{c['what']} batch {c['batch']} S {c['seq']} ({c['detail']})" for c in checks if not c["ok"]))]
-    for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model")):
+    for what, key in (("one layer", "rss_layer"), (f"{args.layers} layers", "rss_model"),
+                      ("int8, one layer", "rss_layer_int8"), (f"int8, {args.layers} layers", "rss_model_int8")):
         rss = data.get(key)
         if rss:
-            lines.append(f"- ORT LSH session, {what}, fresh process per shape: peak RSS MB (growth while running): " +
+            lines.append(f"- ORT LSH {what.split(',')[0] + ' ' if 'int8' in what else ''}session, {what.split(', ')[-1]}, "
+                         "fresh process per shape: peak RSS MB (growth while running): " +
                          ", ".join(f"B{k.split('|')[0]} S{k.split('|')[1]}: {v['peak_mb']:.0f} (+{v['run_mb']:.0f})"
                                    for k, v in rss.items()))
     if "whole_model" in data:
         wm = data["whole_model"]["min_ms"]
+        for b in args.whole_batches:
+            for s in args.seq_lens:
+                parts = int8_ratios(wm, b, s)
+                cpu = int8_ratios(data["whole_model"].get("min_cpu_ms") or {}, b, s)
+                if cpu:
+                    parts.append("process CPU time: " + ", ".join(cpu))
+                if parts:
+                    lines.append(f"- whole model, batch {b}, S {s}: " + "; ".join(parts))
         lines += ["", f"Whole model ({args.layers} layers), ms:", "",
                   "| backend | " + " | ".join(f"B{b} S{s}" for b in args.whole_batches for s in args.seq_lens) + " |",
                   "|---|" + "---:|" * (len(args.whole_batches) * len(args.seq_lens))]
@@ -576,6 +698,8 @@ def main():
                     help="skip quadratic backends when batch*S^2 exceeds this (default 2e7: S=4096 at batch 1)")
     ap.add_argument("--settle-ms", type=float, default=50.0,
                     help="pause before each timed call so the previous backend's spinning threads go idle")
+    ap.add_argument("--no-spin", action="store_true",
+                    help="ORT intra-op threads sleep when idle (process CPU time = the work; for shared machines)")
     ap.add_argument("--whole-model", action="store_true", help="also time the whole model")
     ap.add_argument("--layers", type=int, default=12, help="layers of the whole model")
     ap.add_argument("--whole-batches", default="1")
@@ -588,13 +712,16 @@ def main():
     args.whole_batches = [int(x) for x in args.whole_batches.split(",")]
     args.backends = [x.strip() for x in args.backends.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.no_spin:
+        no_spinning()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    data = {"machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    data = {"command": "python " + shlex.join(["scripts/bench_cpu.py", *sys.argv[1:]]),
+            "load_start": [round(x, 2) for x in os.getloadavg()], "machine": machine(), "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     print(json.dumps(data["machine"]), flush=True)
     t0 = time.time()
     with tempfile.TemporaryDirectory() as tmp:
@@ -608,6 +735,9 @@ def main():
         gc.collect()
         if "ort-lsh" in args.backends:
             data["rss_layer"] = isolated_rss(work / "ort-lsh-1" / "model.onnx", args.seq_lens, args.batches, args.threads)
+        if "ort-lsh-int8" in args.backends:
+            data["rss_layer_int8"] = isolated_rss(work / "ort-lsh-int8-1" / "model.onnx", args.seq_lens, args.batches,
+                                                  args.threads)
         gc.collect()
         if args.whole_model:
             print(f"building {args.layers}-layer backends ...", flush=True)
@@ -619,7 +749,11 @@ def main():
             if "ort-lsh" in args.backends:
                 data["rss_model"] = isolated_rss(work / f"ort-lsh-{args.layers}" / "model.onnx", args.seq_lens,
                                                  args.whole_batches, args.threads)
+            if "ort-lsh-int8" in args.backends:
+                data["rss_model_int8"] = isolated_rss(work / f"ort-lsh-int8-{args.layers}" / "model.onnx", args.seq_lens,
+                                                      args.whole_batches, args.threads)
     data["seconds"] = time.time() - t0
+    data["load_end"] = [round(x, 2) for x in os.getloadavg()]
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))
     report(data, args, args.out)
     (args.out / "bench_cpu.json").write_text(json.dumps(data, indent=2))  # with the targets' verdicts

@@ -7,6 +7,7 @@ Everything else is an extra, as in Optimum:
   transformers.pipeline integration;
 * ``[validate]``: polygraphy, matplotlib -- ``validate`` and the plots of ``bench`` (with ``[export]`` for
   the torch reference);
+* ``[quantize]``: onnx -- ``yoso-deploy quantize`` (int8; onnxruntime.quantization, no torch);
 * ``[gpu]``: onnxruntime-gpu, tensorrt -- CUDA machines only;
 * ``[serve]``: ray[serve] -- ``yoso-deploy serve``; ``[batch]``: ray[data] -- ``yoso-deploy batch --ray``;
 * ``[triton]``: tritonclient[http] (+ grpcio, protobuf for Triton's ModelConfig schema) -- checking
@@ -37,6 +38,7 @@ EXTRA_OF_MODULE = {
 
 # Commands that need more than the extra of the one module found missing: name all they need at once.
 COMMAND_EXTRAS = {
+    "quantize": "quantize",  # onnx (for onnxruntime.quantization), not the whole [export]
     "validate": "export,validate",  # polygraphy runs the backends; the PyTorch reference judges them
 }
 

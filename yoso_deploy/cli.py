@@ -99,9 +99,12 @@ TASK_HELP = (  # from the task registry
 @click.option("--portable", type=click.Choice(["functions", "off", "inline"]), default="functions", show_default=True,
               help="functions: the com.yoso ops also carry standard-ONNX bodies (any ONNX runtime runs the model; "
                    "ours runs the library); off: no bodies; inline: bodies expanded, no com.yoso node (OpenVINO).")
+@click.option("--quantize", "quantize_to", type=click.Choice(["int8"]), default=None,
+              help="Also quantize: the fp32 export goes to OUTPUT/fp32, the int8 export (the defaults of 'yoso-deploy "
+                   "quantize') to OUTPUT. Other quantization options: run 'yoso-deploy quantize' on an fp32 export.")
 @click.option("--verbose", is_flag=True, help="Show the exporter's log.")
 def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, check_shapes, dtype, debug_codes,
-               no_validate, portable, verbose):
+               no_validate, portable, quantize_to, verbose):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -114,6 +117,11 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, chec
 
     t0 = time.perf_counter()
     shapes = parse_shapes(check_shapes) if check_shapes else None
+    final_output = output
+    if quantize_to:
+        if dtype != "fp32":
+            raise click.UsageError("--quantize int8 starts from an fp32 export; drop --dtype fp16")
+        output = Path(output) / "fp32"
     try:
         result = export(model_dir, output, task=task, attention=attention,
                         opset=DEFAULT_OPSET if opset is None else opset, seed=seed, check_shapes=shapes,
@@ -129,7 +137,100 @@ def export_cmd(model_dir, task, output, attention, opset, seed, atol, rtol, chec
     if result.skipped_validation:
         click.echo(f"parity check skipped: {result.skipped_validation}")
     _print_check(result)
+    if quantize_to:
+        _quantize_and_report(result.output_dir, final_output, {}, validate=not no_validate)
     click.echo(f"done in {time.perf_counter() - t0:.1f}s")
+
+
+def _quantize_and_report(model_dir, output, options: dict, validate: bool = True) -> None:
+    """``quantize`` (and ``export --quantize``): quantize, print the check, exit 1 if it failed."""
+    from .quantization import QuantizationCheckError, quantize
+
+    def progress(msg):
+        click.echo(msg, err=True)
+
+    try:
+        res = quantize(model_dir, output, validate=validate, progress=progress, **options)
+    except QuantizationCheckError as e:
+        _print_quantize_check(e.result)
+        raise
+    q = res.manifest["quantization"]
+    kept = f"; fp32: {', '.join(q['excluded_modules'])}" if q["excluded_modules"] else ""
+    click.echo(f"quantized {len(res.quantized)} of {len(res.quantized) + len(res.excluded)} dense projections of "
+               f"{model_dir} ({q['method']}, weights {q['weight_type']}, activations {q['activation_type']}"
+               f"{', per-channel' if q['per_channel'] else ''}{', reduce-range' if q['reduce_range'] else ''}) to "
+               f"{res.onnx_path} in {res.seconds:.1f}s{kept}")
+    _print_quantize_check(res)
+
+
+def _print_quantize_check(result) -> None:
+    if result.report is None:
+        click.echo("post-quantization check skipped (--no-validate)")
+        return
+    shapes = ", ".join(f"{b}x{s}" for b, s in result.check_shapes)
+    click.echo(f"int8 vs the fp32 export on {shapes} (batch x sequence, padded), {result.check_seconds:.1f}s:")
+    click.echo(result.table())
+    click.echo(f"post-quantization check: {'passed' if result.ok else 'FAILED (the int8 export is marked failed)'}")
+
+
+def _comma_list(value: str | None) -> list[str]:
+    return [x.strip() for x in (value or "").split(",") if x.strip()]
+
+
+@main.command("quantize")
+@click.option("--model", "model_dir", type=ExpandedPath(path_type=Path), required=True,
+              help="fp32 export directory (from 'yoso-deploy export').")
+@click.option("--output", "-o", type=ExpandedPath(path_type=Path), required=True,
+              help="Output directory of the int8 export (new or empty, or a previous export to replace).")
+@click.option("--method", type=click.Choice(["dynamic", "static"]), default="dynamic", show_default=True,
+              help="dynamic: activations quantized per call, no calibration (the faster one, measured); static: QDQ "
+                   "with activation ranges from calibration data.")
+@click.option("--qk", type=click.Choice(["int8", "fp32"]), default="int8", show_default=True,
+              help="The query/key projections, whose outputs the LSH codes are computed from: int8 (faster) or fp32 "
+                   "(codes closer to the fp32 export's; README 'int8 quantization').")
+@click.option("--per-channel", is_flag=True, help="One weight scale per output channel (default: one per tensor).")
+@click.option("--reduce-range/--no-reduce-range", default=None,
+              help="7-bit weights (for x86 CPUs without VNNI); default: the preset's, else off.")
+@click.option("--preset", default=None, help="CPU family: avx2, avx512-vnni or arm64 (sets data types and reduce-range).")
+@click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default=None,
+              help="Static: activation type (default uint8; arm64 preset: int8). Dynamic is always uint8.")
+@click.option("--weight-type", type=click.Choice(["int8", "uint8"]), default=None, help="Weight type (default int8).")
+@click.option("--calibration", type=ExpandedPath(path_type=Path), default=None,
+              help="Static: UTF-8 text file, one example per line (a tab between question and context / text pair).")
+@click.option("--calibration-samples", type=click.IntRange(min=1), default=None,
+              help="Static: number of calibration inputs (lines of --calibration, or generated inputs; default 32).")
+@click.option("--calibration-seq-len", type=click.IntRange(min=1), default=None,
+              help="Static: length of generated calibration inputs / truncation of text (default min(512, max)).")
+@click.option("--exclude", default=None,
+              help="Comma-separated projections to keep fp32: node names or checkpoint modules, or patterns of them "
+                   "(e.g. 'yoso.encoder.layer.0.*,qa_outputs').")
+@click.option("--check-shapes", default=None,
+              help="BATCHxSEQ list of the post-quantization check (default: 2x16,3x77,2x<min(512, max positions)>).")
+@click.option("--no-validate", is_flag=True, help="Skip the int8-vs-fp32 check after quantizing.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads of calibration and check.")
+def quantize_cmd(model_dir, output, method, qk, per_channel, reduce_range, preset, activation_type, weight_type,
+                 calibration, calibration_samples, calibration_seq_len, exclude, check_shapes, no_validate, threads):
+    """Quantize an fp32 export to int8 for CPU serving (ONNX Runtime quantization of the dense projections).
+
+    The output is an export directory every command and runtime class accepts; its manifest records the
+    method, options, quantized and excluded nodes and the source export. After quantizing, the int8 export
+    is judged against the fp32 export by the int8 criteria (cosine of outputs and hidden states, max abs,
+    code agreement, task agreement); a failed check exits 1 and marks the manifest "failed".
+    'yoso-deploy validate' on the int8 export also compares it with the PyTorch reference.
+
+    \b
+    Examples:
+      yoso-deploy quantize --model out/qa --output out/qa-int8
+      yoso-deploy quantize --model out/qa --output out/qa-int8 --method static --calibration texts.txt
+    """
+    from .export.exporter import parse_shapes
+
+    options = dict(method=method, qk=qk, per_channel=per_channel, reduce_range=reduce_range, preset=preset,
+                   activation_type=activation_type, weight_type=weight_type, calibration=calibration,
+                   calibration_samples=calibration_samples, calibration_seq_len=calibration_seq_len,
+                   exclude=_comma_list(exclude), threads=threads,
+                   check_shapes=parse_shapes(check_shapes) if check_shapes else None)
+    _quantize_and_report(model_dir, output, options, validate=not no_validate)
 
 
 def _print_check(result) -> None:
@@ -492,18 +593,24 @@ def build_engine_cmd(model_dir, output, plugins, batch_range, seq_range, min_sha
               help="Write validation.json and validation.md here.")
 @click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: all cores).")
 @click.option("--allow-failed-export", is_flag=True, help="Validate an export whose post-export check failed.")
+@click.option("--int8-threshold", "int8_thresholds", multiple=True,
+              help="int8 exports: override a threshold of the int8 criteria, NAME=VALUE (min_output_cosine, max_abs_rel, "
+                   "min_hidden_cosine, min_code_agreement, min_task_agreement, min_decisions, tie_margin); repeatable.")
 @click.option("--verbose", is_flag=True, help="Show polygraphy's log.")
 def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol, tie_bound_scale, inputs, reference,
-                 report_dir, threads, allow_failed_export, verbose):
+                 report_dir, threads, allow_failed_export, int8_thresholds, verbose):
     """Check that every available backend computes what the PyTorch reference computes.
 
     Inputs are generated from the export's input spec with realistic padding (row i > 0 of a batch
     is right-padded), or loaded with --inputs. LSH exports are judged tie-aware: every layer's hash
     codes may differ from the reference's only in near-tie bits (|t| within the float32 tie bound),
     and with the backend's codes injected into the reference every layer tensor, hidden state and
-    output must agree within tolerance. Exit code 1 names the first failing layer.
+    output must agree within tolerance. Exit code 1 names the first failing layer. An int8 export
+    (from 'yoso-deploy quantize') is judged by the int8 criteria against its fp32 export and the
+    reference instead (--int8-threshold; README 'int8 quantization').
     """
     from . import validate as v
+    from .int8_parity import parse_thresholds
 
     a, a_per = v.parse_tolerances(atol, v.DEFAULT_ATOL)
     r, r_per = v.parse_tolerances(rtol, v.DEFAULT_RTOL)
@@ -513,7 +620,7 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
                     report_dir=report_dir, verbose=verbose,
                     hidden_rtol=v.DEFAULT_HIDDEN_RTOL if hidden_rtol is None else hidden_rtol,
                     tie_bound_scale=tie_bound_scale, allow_failed_export=allow_failed_export,
-                    intra_op_threads=threads)
+                    intra_op_threads=threads, int8_thresholds=parse_thresholds(int8_thresholds))
     for b in res.backends.values():
         if not b.available:
             click.echo(f"skipped {b.name}: {b.reason}")

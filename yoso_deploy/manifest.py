@@ -25,6 +25,7 @@ FORMAT = "yoso-deploy-export"
 FORMAT_VERSION = 1
 REQUIRED = ("task", "attention", "inputs", "outputs", "max_sequence_length")
 PARITY_STATES = ("passed", "failed", "skipped")
+QUANTIZATION_METHODS = ("dynamic", "static")  # yoso_deploy.quantization
 
 
 class ManifestError(ValueError):
@@ -90,7 +91,17 @@ def validate_manifest(manifest: Any, where: str = "manifest", fix: str = "re-exp
     if parity is not None and (not isinstance(parity, dict) or parity.get("status") not in PARITY_STATES):
         raise ManifestError(f"{where}: parity must be an object whose status is one of {', '.join(PARITY_STATES)}, "
                             f"got {parity!r}; {fix}")
+    quant = manifest.get("quantization")
+    if quant is not None and (not isinstance(quant, dict) or quant.get("method") not in QUANTIZATION_METHODS):
+        raise ManifestError(f"{where}: quantization must be an object whose method is one of "
+                            f"{', '.join(QUANTIZATION_METHODS)}, got {quant!r}; {fix}")
     return manifest
+
+
+def quantization_info(manifest: dict) -> dict | None:
+    """The ``quantization`` object of an int8 export (method, options, nodes, ``source_export``), else None."""
+    q = manifest.get("quantization")
+    return q if isinstance(q, dict) else None
 
 
 def load_manifest(model_dir: str | os.PathLike) -> dict:
@@ -137,6 +148,13 @@ def check_usable(manifest: dict, allow_failed: bool = False, model_dir: str | os
     if state == "failed" and not allow_failed:
         where = repr(str(model_dir)) if model_dir is not None else "this export"
         first = manifest["parity"].get("first_failure")
+        if manifest["parity"].get("kind") == "int8":
+            raise ExportNotUsableError(
+                f"{where} failed its post-quantization check (int8 criteria against the fp32 export; first failure: "
+                f"{first or 'see parity in ' + MANIFEST}): quantize again with other options (e.g. --qk fp32, "
+                "--exclude, --method), investigate with 'yoso-deploy validate --allow-failed-export', or pass "
+                "--allow-failed-export (allow_failed_export=True) to use it anyway"
+            )
         raise ExportNotUsableError(
             f"{where} failed its post-export parity check (first failure: {first or 'see parity in ' + MANIFEST}); "
             "it does not compute what the PyTorch model computes: fix and re-export it (investigate with "

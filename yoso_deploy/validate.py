@@ -9,7 +9,9 @@ is then judged against the PyTorch reference by :mod:`yoso_deploy.parity`:
   output, LSHCumulation value input and output, and encoder-layer output is also a graph output; the
   reference runs with the backend's hash codes injected layer by layer; codes are judged tie-aware
   and every tensor within fp32 tolerances (plugins/OPS.md section 5);
-* expectation exports: outputs and hidden states are compared directly.
+* expectation exports: outputs and hidden states are compared directly;
+* int8 exports (``yoso-deploy quantize``): int8 criteria against the fp32 export and the reference
+  (:mod:`yoso_deploy.validate_int8`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ import numpy as np
 
 from .backends_portable import PORTABLE_BACKENDS, make_portable_runner, portable_backend_status
 from .iospec import IOSpec, make_inputs
-from .manifest import check_usable, expand_path, load_manifest, manifest_spec, require_source_model_dir
+from .int8_parity import DEFAULT_THRESHOLDS as DEFAULT_INT8_THRESHOLDS
+from .int8_parity import Int8Thresholds
+from .manifest import check_usable, expand_path, load_manifest, manifest_spec, quantization_info, require_source_model_dir
 from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
 
 BACKENDS = ("torch", "ort-cpu", "ort-cuda", "trt") + PORTABLE_BACKENDS
@@ -209,6 +213,7 @@ def compare(
     tie_bound_scale: float = 1.0,
     allow_failed_export: bool = False,
     intra_op_threads: int | None = None,
+    int8_thresholds: Int8Thresholds | None = None,
 ) -> ValidationResult:
     """Run the export on every requested, available backend and judge each against the PyTorch reference.
 
@@ -216,6 +221,9 @@ def compare(
     standard-ONNX function bodies in stock ONNX Runtime and OpenVINO, are opt-in); ``torch`` (the reference) must be available (``reference``: its
     checkpoint, default the export's ``source_model``). ``atol``/``rtol``: a float or ``{output: float}``
     (key ``"*"`` = default; ``"hidden_states"`` applies to layer tensors). See :mod:`yoso_deploy.parity`.
+    An int8 export (manifest ``quantization``) is judged by the int8 criteria instead (``int8_thresholds``,
+    default :data:`yoso_deploy.int8_parity.DEFAULT_THRESHOLDS`) against its fp32 export and the reference:
+    :mod:`yoso_deploy.validate_int8`.
     """
     t_start = time.perf_counter()
     _, Comparator, G_LOGGER = _polygraphy()
@@ -223,6 +231,7 @@ def compare(
     manifest = load_manifest(model_dir)
     check_usable(manifest, allow_failed=allow_failed_export, model_dir=model_dir)
     spec = manifest_spec(manifest)
+    quantized = quantization_info(manifest) is not None
     requested = list(backends or DEFAULT_BACKENDS)
     unknown = [b for b in requested if b not in BACKENDS]
     if unknown:
@@ -233,7 +242,7 @@ def compare(
             status[b] = Backend(b, False, "not requested")
     runnable = [b for b in requested if status[b].available]
     others = [b for b in runnable if b != "torch"]
-    if "torch" not in runnable or not others:
+    if ("torch" not in runnable or not others) and not quantized:  # int8: the fp32 export may be the reference
         why = "; ".join(f"{b}: {status[b].reason}" for b in requested if not status[b].available)
         raise ValidationError(f"need the torch reference and at least one other available backend, have "
                               f"{runnable or 'none'} ({why})")
@@ -250,6 +259,13 @@ def compare(
                     raise ValidationError(f"--seq-len {s} exceeds the model's maximum {manifest['max_sequence_length']}")
                 cases.append(make_inputs(spec, int(b), int(s), vocab, seed=seed + len(cases)))
                 case_desc.append({"batch": int(b), "seq_len": int(s)})
+
+    if quantized:  # int8 criteria against the fp32 export and the PyTorch reference (yoso_deploy.validate_int8)
+        from .validate_int8 import compare_int8
+
+        return compare_int8(model_dir, manifest, requested, cases, case_desc, reference=reference, report_dir=report_dir,
+                            verbose=verbose, allow_failed_export=allow_failed_export,
+                            intra_op_threads=intra_op_threads, thresholds=int8_thresholds or DEFAULT_INT8_THRESHOLDS)
 
     from .modeling import load_model
     from .parity import instrumented_model, judge_backend, reference_forward

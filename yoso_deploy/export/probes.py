@@ -7,7 +7,7 @@ structure (the FastHash nodes feeding each LSHCumulation; torch.onnx's module-sc
 layer outputs); the exporter records them in the model's metadata (``yoso.probes``) before any
 rewrite that removes the ``com.yoso`` nodes (``--portable inline``), and :func:`find_probes` reads
 that record first. :func:`instrument` returns a copy with every probe as an extra graph output.
-Only ``onnx`` is imported here.
+Only ``onnx`` is imported here (no torch: :mod:`yoso_deploy.quantization` uses it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
-from ..modeling.ops import OP_DOMAIN as _OP_DOMAIN
+_OP_DOMAIN = "com.yoso"  # = modeling.ops.OP_DOMAIN, kept here so probes stay torch-free (int8 checks, tests/test_layering.py)
 
 PROBES_METADATA_KEY = "yoso.probes"
 
