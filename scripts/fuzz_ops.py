@@ -74,11 +74,15 @@ INT32_MIN, INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 
 
 def one_node_model(op: str, inputs: list[tuple[str, int]], attrs: dict) -> bytes:
-    """A graph with one com.yoso node; graph inputs have no declared rank (the op sees any rank)."""
+    """A graph with one com.yoso node; graph inputs have no declared rank (the op sees any rank). The
+    output is declared with the type the op gives it (LSHCumulation: value's), as a well-formed graph
+    does: the ops' shape inference tells ONNX Runtime that type, and a graph that contradicts it is
+    refused by ONNX Runtime's own type check before our kernels are involved."""
     node = helper.make_node(op, [n for n, _ in inputs], ["out"], domain=ops.OP_DOMAIN, **attrs)
+    out_elem = dict(inputs).get("value", F32) if op == "LSHCumulation" else OUT_ELEM[op]
     graph = helper.make_graph(
         [node], f"fuzz_{op}", [helper.make_tensor_value_info(n, t, None) for n, t in inputs],
-        [helper.make_tensor_value_info("out", OUT_ELEM[op], None)],
+        [helper.make_tensor_value_info("out", out_elem, None)],
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ops.OP_DOMAIN, ops.OP_VERSION)]

@@ -218,9 +218,12 @@ struct OutDim {
   int dim;
   int64_t constant;
 };
+inline std::string fresh_dim_name() {
+  static std::atomic<uint64_t> fresh{0};
+  return "yoso_unk_" + std::to_string(fresh.fetch_add(1));
+}
 inline void infer_dims(const InferInput* in, const OutDim (&spec)[4], std::vector<int64_t>* dims,
                        std::vector<std::string>* names) {
-  static std::atomic<uint64_t> fresh{0};
   dims->assign(4, -1);
   names->assign(4, std::string());
   for (int k = 0; k < 4; ++k) {
@@ -233,8 +236,21 @@ inline void infer_dims(const InferInput* in, const OutDim (&spec)[4], std::vecto
       (*dims)[k] = src.dims[spec[k].dim];
       (*names)[k] = src.symbols[spec[k].dim];
     }
-    if ((*dims)[k] < 0 && (*names)[k].empty()) (*names)[k] = "yoso_unk_" + std::to_string(fresh.fetch_add(1));
+    if ((*dims)[k] < 0 && (*names)[k].empty()) (*names)[k] = fresh_dim_name();
   }
+}
+
+// Sizes known at load time break the contract: the output still gets its type (so ONNX Runtime's
+// type checks and kernel selection see the right one, e.g. a float16 node reaches the kernel that
+// refuses it by name) and rank 4 with unknown sizes; the run-time check reports the violation.
+// ONNX Runtime 1.32 ignores the returned error, so that check is what the user sees.
+inline OrtStatus* infer_violation(const OrtApi& api, OrtShapeInferContext* ctx, ONNXTensorElementDataType type,
+                                  const std::string& err) {
+  std::vector<int64_t> dims(4, -1);
+  std::vector<std::string> names;
+  for (int k = 0; k < 4; ++k) names.push_back(fresh_dim_name());
+  infer_set_output(api, ctx, type, dims, names);
+  return infer_error(api, err);
 }
 
 // FastHash: codes int32 [B, H, S, num_hash] from x [B, H, S, D].
@@ -252,7 +268,7 @@ inline OrtStatus* infer_output(const OrtApi& api, OrtShapeInferContext* ctx, con
     err = yoso::detail::rank_error(a.kOp, "signs", 2, 4, "[H,3,P,D]", signs.ref());
   if (err.empty() && x.has_shape && mask.has_shape && signs.has_shape)
     err = yoso::check_fast_hash_known_dims(x.ref(), mask.ref(), signs.ref(), a.num_hash, a.hash_code_len);
-  if (!err.empty()) return infer_error(api, err);
+  if (!err.empty()) return infer_violation(api, ctx, ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32, err);
   std::vector<int64_t> dims;
   std::vector<std::string> names;
   infer_dims(in, {{0, 0, 0}, {0, 1, 0}, {0, 2, 0}, {-1, 0, a.num_hash}}, &dims, &names);
@@ -276,12 +292,12 @@ inline OrtStatus* infer_output(const OrtApi& api, OrtShapeInferContext* ctx, con
   }
   if (err.empty() && all_shapes)
     err = yoso::check_lsh_known_dims(in[0].ref(), in[1].ref(), in[2].ref(), in[3].ref(), in[4].ref());
-  if (!err.empty()) return infer_error(api, err);
+  const ONNXTensorElementDataType type =
+      in[4].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : in[4].type;
+  if (!err.empty()) return infer_violation(api, ctx, type, err);
   std::vector<int64_t> dims;
   std::vector<std::string> names;
   infer_dims(in, {{0, 0, 0}, {0, 1, 0}, {0, 2, 0}, {4, 3, 0}}, &dims, &names);
-  const ONNXTensorElementDataType type =
-      in[4].type == ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED ? ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT : in[4].type;
   return infer_error(api, infer_set_output(api, ctx, type, dims, names));
 }
 
