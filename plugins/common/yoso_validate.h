@@ -379,4 +379,31 @@ inline std::string check_lsh_shapes(ShapeRef qc, ShapeRef kc, ShapeRef qm, Shape
   return {};
 }
 
+// ---------------------------------------------------------------------------------------------
+// The value checks of one call, after its shapes (read-only passes, before any output is written)
+// ---------------------------------------------------------------------------------------------
+
+// FastHash: the mask is 0/1 and every signs entry is +-1.
+inline std::string check_fast_hash_values(const FastHashDims& d, const int32_t* mask, const float* signs) {
+  const int64_t mask_n = d.B * d.S, signs_n = d.H * 3 * d.P * d.D;
+  std::string err;
+  if (mask_n > 0) err = check_mask_values("FastHash", "mask", 1, mask, mask_n);
+  if (err.empty() && signs_n > 0) err = check_signs_values(signs, signs_n);
+  return err;
+}
+
+// LSHCumulation: the masks are 0/1 and every code (masked tokens included) lies in [0, 2^tau).
+inline std::string check_lsh_values(const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
+                                    const int32_t* query_mask, const int32_t* key_mask) {
+  const char* op = "LSHCumulation";
+  const int64_t qm_n = d.B * d.Sq, km_n = d.B * d.Sk;
+  const int64_t qc_n = qm_n * d.H * d.m, kc_n = km_n * d.H * d.m;
+  std::string err;
+  if (qm_n > 0) err = check_mask_values(op, "query_mask", 2, query_mask, qm_n);
+  if (err.empty() && km_n > 0) err = check_mask_values(op, "key_mask", 3, key_mask, km_n);
+  if (err.empty() && qc_n > 0) err = check_code_values(op, "query_codes", 0, query_codes, qc_n, d.tau);
+  if (err.empty() && kc_n > 0) err = check_code_values(op, "key_codes", 1, key_codes, kc_n, d.tau);
+  return err;
+}
+
 }  // namespace yoso

@@ -8,7 +8,11 @@
 // environment variable YOSO_FORCE_SCALAR=1 forces the portable ones); results are the same.
 #pragma once
 
+#include <algorithm>
+#include <atomic>
+#include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "yoso_validate.h"
 
@@ -48,6 +52,67 @@ bool lsh_uses_dense_table(const LshDims& d);
 // enough work to amortise scheduling. Always >= 1.
 int64_t fast_hash_rows_per_task(const FastHashDims& d);
 int64_t lsh_slices_per_task(const LshDims& d);
+
+// One whole call split into tasks on the caller's thread pool: `parallel_for(n, task, arg)` must run
+// task(arg, i) for every i in [0, n) and return when all are done (libyoso_ort.so: ONNX Runtime's
+// intra-op pool; libyoso_kernels.so: its own). Inputs validated as above. Return the number of
+// tasks (0: nothing to do).
+template <class ParallelFor>
+size_t fast_hash_f32_parallel(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
+                              int32_t* codes, ParallelFor&& parallel_for) {
+  const int64_t rows = d.B * d.H * d.S;
+  if (rows == 0) return 0;
+  struct Job {
+    const FastHashDims* d;
+    const float* x;
+    const int32_t* mask;
+    const float* signs;
+    int32_t* codes;
+    int64_t rows, per_task;
+  } job{&d, x, mask, signs, codes, rows, fast_hash_rows_per_task(d)};
+  auto task = [](void* p, size_t i) noexcept {
+    const Job& j = *static_cast<const Job*>(p);
+    const int64_t begin = static_cast<int64_t>(i) * j.per_task;
+    const int64_t end = std::min(j.rows, begin + j.per_task);
+    fast_hash_f32(*j.d, j.x, j.mask, j.signs, j.codes, begin, end);  // cannot fail
+  };
+  const size_t tasks = static_cast<size_t>((rows + job.per_task - 1) / job.per_task);
+  parallel_for(tasks, static_cast<void (*)(void*, size_t)>(task), static_cast<void*>(&job));
+  return tasks;
+}
+
+// Throws std::bad_alloc when a task could not get its scratch bucket tables (the only failure).
+template <class ParallelFor>
+size_t lsh_cumulation_f32_parallel(const LshDims& d, const int32_t* query_codes, const int32_t* key_codes,
+                                   const int32_t* query_mask, const int32_t* key_mask, const float* value,
+                                   float* output, ParallelFor&& parallel_for) {
+  const int64_t slices = d.B * d.H;
+  if (slices == 0 || d.Sq == 0 || d.Dv == 0) return 0;
+  const bool keys = d.Sk > 0;
+  struct Job {
+    const LshDims* d;
+    const int32_t *qc, *kc, *qm, *km;
+    const float* value;
+    float* out;
+    int64_t slices, per_task;
+    std::atomic<bool> failed{false};
+  } job{&d, query_codes, keys ? key_codes : nullptr, query_mask, keys ? key_mask : nullptr,
+        keys ? value : nullptr, output, slices, lsh_slices_per_task(d)};
+  auto task = [](void* p, size_t i) noexcept {
+    Job& j = *static_cast<Job*>(p);
+    const int64_t begin = static_cast<int64_t>(i) * j.per_task;
+    const int64_t end = std::min(j.slices, begin + j.per_task);
+    try {
+      lsh_cumulation_f32(*j.d, j.qc, j.kc, j.qm, j.km, j.value, j.out, begin, end);
+    } catch (...) {  // only std::bad_alloc of the scratch tables is possible
+      j.failed.store(true, std::memory_order_relaxed);
+    }
+  };
+  const size_t tasks = static_cast<size_t>((slices + job.per_task - 1) / job.per_task);
+  parallel_for(tasks, static_cast<void (*)(void*, size_t)>(task), static_cast<void*>(&job));
+  if (job.failed.load()) throw std::bad_alloc();
+  return tasks;
+}
 
 }  // namespace cpu
 }  // namespace yoso

@@ -238,7 +238,6 @@ class Pool {
   std::atomic<size_t> next_{0};
 };
 
-size_t ceil_div(int64_t a, int64_t b) { return static_cast<size_t>((a + b - 1) / b); }
 
 // ---------------------------------------------------------------------------------------------
 // Validation shared by CPU and CUDA (shapes, attributes, dtypes); values are checked per device
@@ -310,82 +309,39 @@ std::string lsh_shapes(const yoso_exec* e, const yoso_tensor* qc, const yoso_ten
 // CPU
 // ---------------------------------------------------------------------------------------------
 
+// The caller's pool as yoso::cpu's parallel drivers want it.
+struct PoolFor {
+  int threads;
+  void operator()(size_t n, void (*task)(void*, size_t), void* job) const { Pool::get().run(n, threads, task, job); }
+};
+
 int32_t fast_hash_cpu(const yoso_exec* e, const yoso::FastHashDims& d, const yoso_tensor* x,
                       const yoso_tensor* mask, const yoso_tensor* signs, const yoso_tensor* codes,
                       char* error, size_t error_size) {
-  const char* op = "FastHash";
-  const int64_t mask_n = d.B * d.S;
-  const int64_t signs_n = d.H * 3 * d.P * d.D;
-  std::string err;
-  if (mask_n > 0) err = yoso::check_mask_values(op, "mask", 1, static_cast<const int32_t*>(mask->data), mask_n);
-  if (err.empty() && signs_n > 0) err = yoso::check_signs_values(static_cast<const float*>(signs->data), signs_n);
+  const auto* maskp = static_cast<const int32_t*>(mask->data);
+  const auto* signsp = static_cast<const float*>(signs->data);
+  const std::string err = yoso::check_fast_hash_values(d, maskp, signsp);
   if (!err.empty()) return fail(YOSO_STATUS_INVALID_ARGUMENT, err, error, error_size);
-
-  const int64_t rows = d.B * d.H * d.S;
-  if (rows == 0) return YOSO_STATUS_OK;
-  struct Job {
-    const yoso::FastHashDims* d;
-    const float* x;
-    const int32_t* mask;
-    const float* signs;
-    int32_t* codes;
-    int64_t rows, per_task;
-  } job{&d, static_cast<const float*>(x->data), static_cast<const int32_t*>(mask->data),
-        static_cast<const float*>(signs->data), static_cast<int32_t*>(codes->data), rows,
-        yoso::cpu::fast_hash_rows_per_task(d)};
-  auto task = [](void* p, size_t i) {
-    const Job& j = *static_cast<const Job*>(p);
-    const int64_t begin = static_cast<int64_t>(i) * j.per_task;
-    const int64_t end = std::min(j.rows, begin + j.per_task);
-    yoso::cpu::fast_hash_f32(*j.d, j.x, j.mask, j.signs, j.codes, begin, end);  // cannot fail
-  };
-  Pool::get().run(ceil_div(rows, job.per_task), e->num_threads, task, &job);
+  yoso::cpu::fast_hash_f32_parallel(d, static_cast<const float*>(x->data), maskp, signsp,
+                                    static_cast<int32_t*>(codes->data), PoolFor{e->num_threads});
   return YOSO_STATUS_OK;
 }
 
 int32_t lsh_cpu(const yoso_exec* e, const yoso::LshDims& d, const yoso_tensor* qc,
                 const yoso_tensor* kc, const yoso_tensor* qm, const yoso_tensor* km,
                 const yoso_tensor* v, const yoso_tensor* out, char* error, size_t error_size) {
-  const char* op = "LSHCumulation";
-  const int64_t qm_n = d.B * d.Sq, km_n = d.B * d.Sk;
-  const int64_t qc_n = qm_n * d.H * d.m, kc_n = km_n * d.H * d.m;
   const auto* qcp = static_cast<const int32_t*>(qc->data);
   const auto* kcp = static_cast<const int32_t*>(kc->data);
   const auto* qmp = static_cast<const int32_t*>(qm->data);
   const auto* kmp = static_cast<const int32_t*>(km->data);
-  std::string err;
-  if (qm_n > 0) err = yoso::check_mask_values(op, "query_mask", 2, qmp, qm_n);
-  if (err.empty() && km_n > 0) err = yoso::check_mask_values(op, "key_mask", 3, kmp, km_n);
-  if (err.empty() && qc_n > 0) err = yoso::check_code_values(op, "query_codes", 0, qcp, qc_n, d.tau);
-  if (err.empty() && kc_n > 0) err = yoso::check_code_values(op, "key_codes", 1, kcp, kc_n, d.tau);
+  const std::string err = yoso::check_lsh_values(d, qcp, kcp, qmp, kmp);
   if (!err.empty()) return fail(YOSO_STATUS_INVALID_ARGUMENT, err, error, error_size);
-
-  const int64_t slices = d.B * d.H;
-  if (slices == 0 || d.Sq == 0 || d.Dv == 0) return YOSO_STATUS_OK;
-  struct Job {
-    const yoso::LshDims* d;
-    const int32_t *qc, *kc, *qm, *km;
-    const float* value;
-    float* out;
-    int64_t slices, per_task;
-    std::atomic<bool> failed{false};
-  } job{&d, qcp, d.Sk > 0 ? kcp : nullptr, qmp, d.Sk > 0 ? kmp : nullptr,
-        d.Sk > 0 ? static_cast<const float*>(v->data) : nullptr, static_cast<float*>(out->data),
-        slices, yoso::cpu::lsh_slices_per_task(d)};
-  auto task = [](void* p, size_t i) {
-    Job& j = *static_cast<Job*>(p);
-    const int64_t begin = static_cast<int64_t>(i) * j.per_task;
-    const int64_t end = std::min(j.slices, begin + j.per_task);
-    try {
-      yoso::cpu::lsh_cumulation_f32(*j.d, j.qc, j.kc, j.qm, j.km, j.value, j.out, begin, end);
-    } catch (...) {  // only std::bad_alloc of the scratch tables is possible
-      j.failed.store(true, std::memory_order_relaxed);
-    }
-  };
-  Pool::get().run(ceil_div(slices, job.per_task), e->num_threads, task, &job);
-  if (job.failed.load()) {
+  try {
+    yoso::cpu::lsh_cumulation_f32_parallel(d, qcp, kcp, qmp, kmp, static_cast<const float*>(v->data),
+                                           static_cast<float*>(out->data), PoolFor{e->num_threads});
+  } catch (const std::bad_alloc&) {
     return fail(YOSO_STATUS_RUNTIME_ERROR,
-                std::string(op) + ": out of memory allocating the scratch bucket tables; use a smaller batch or sequence",
+                "LSHCumulation: out of memory allocating the scratch bucket tables; use a smaller batch or sequence",
                 error, error_size);
   }
   return YOSO_STATUS_OK;

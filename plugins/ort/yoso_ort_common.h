@@ -394,8 +394,6 @@ inline void parallel_for(OrtKernelContext* context, void (*fn)(void*, size_t), s
   Ort::KernelContext(context).ParallelFor(fn, n_tasks, 0, job);
 }
 
-inline size_t ceil_div(int64_t a, int64_t b) { return static_cast<size_t>((a + b - 1) / b); }
-
 // ---------------------------------------------------------------------------------------------
 // Kernel report (diagnostics and tests): YOSO_KERNEL_REPORT=<file>
 // ---------------------------------------------------------------------------------------------

@@ -36,34 +36,15 @@ struct FastHashKernel : KernelBase<yoso::FastHashAttrs> {
     if (!err.empty()) return invalid_argument(err);
 
     // 2. Values (read-only passes, before any output is written).
-    const int64_t mask_n = d.B * d.S;
-    const int64_t signs_n = d.H * 3 * d.P * d.D;
-    if (mask_n > 0) err = yoso::check_mask_values(kName, "mask", 1, mask.Data(), mask_n);
-    if (err.empty() && signs_n > 0) err = yoso::check_signs_values(signs.Data(), signs_n);
+    err = yoso::check_fast_hash_values(d, mask.Data(), signs.Data());
     if (!err.empty()) return invalid_argument(err);
 
     // 3. Output and computation.
     int32_t* out = codes.Allocate({d.B, d.H, d.S, d.m});
-    const int64_t rows = d.B * d.H * d.S;
-    if (rows == 0) return Ort::Status{nullptr};
-
-    struct Job {
-      const yoso::FastHashDims* d;
-      const float* x;
-      const int32_t* mask;
-      const float* signs;
-      int32_t* codes;
-      int64_t rows, per_task;
-    } job{&d, x.Data(), mask.Data(), signs.Data(), out, rows, yoso::cpu::fast_hash_rows_per_task(d)};
-
-    auto task = [](void* p, size_t i) noexcept {
-      const Job& j = *static_cast<const Job*>(p);
-      const int64_t begin = static_cast<int64_t>(i) * j.per_task;
-      const int64_t end = std::min(j.rows, begin + j.per_task);
-      yoso::cpu::fast_hash_f32(*j.d, j.x, j.mask, j.signs, j.codes, begin, end);  // cannot fail
-    };
-    const size_t tasks = ceil_div(rows, job.per_task);
-    parallel_for(context, task, tasks, &job);
+    const size_t tasks = yoso::cpu::fast_hash_f32_parallel(
+        d, x.Data(), mask.Data(), signs.Data(), out,
+        [context](size_t n, void (*task)(void*, size_t), void* job) { parallel_for(context, task, n, job); });
+    if (tasks == 0) return Ort::Status{nullptr};
     if (report_.enabled()) {
       report_.write(kName, std::string("kernel=") +
                                yoso::cpu::cpu_kernel_name(yoso::cpu::fast_hash_kernel(d)) +
@@ -101,57 +82,23 @@ struct LSHCumulationKernel : KernelBase<yoso::LshAttrs> {
     if (!err.empty()) return invalid_argument(err);
 
     // 2. Values: masks are 0/1 and every code (masked tokens included) lies in [0, 2^tau).
-    const int64_t qm_n = d.B * d.Sq, km_n = d.B * d.Sk;
-    const int64_t qc_n = qm_n * d.H * d.m, kc_n = km_n * d.H * d.m;
-    if (qm_n > 0) err = yoso::check_mask_values(kName, "query_mask", 2, query_mask.Data(), qm_n);
-    if (err.empty() && km_n > 0)
-      err = yoso::check_mask_values(kName, "key_mask", 3, key_mask.Data(), km_n);
-    if (err.empty() && qc_n > 0)
-      err = yoso::check_code_values(kName, "query_codes", 0, query_codes.Data(), qc_n, d.tau);
-    if (err.empty() && kc_n > 0)
-      err = yoso::check_code_values(kName, "key_codes", 1, key_codes.Data(), kc_n, d.tau);
+    err = yoso::check_lsh_values(d, query_codes.Data(), key_codes.Data(), query_mask.Data(), key_mask.Data());
     if (!err.empty()) return invalid_argument(err);
 
     // 3. Output and computation, one task per group of (b, h) slices.
     float* out = output.Allocate({d.B, d.H, d.Sq, d.Dv});
-    const int64_t slices = d.B * d.H;
-    if (slices == 0 || d.Sq == 0 || d.Dv == 0) return Ort::Status{nullptr};
-
-    struct Job {
-      const yoso::LshDims* d;
-      const int32_t *qc, *kc, *qm, *km;
-      const float* value;
-      float* out;
-      int64_t slices, per_task;
-      std::atomic<bool> failed{false};
-    } job{&d,
-          query_codes.Data(),  // non-empty here: B, H, Sq >= 1
-          d.Sk > 0 ? key_codes.Data() : nullptr,
-          query_mask.Data(),
-          d.Sk > 0 ? key_mask.Data() : nullptr,
-          d.Sk > 0 ? value.Data() : nullptr,
-          out,
-          slices,
-          yoso::cpu::lsh_slices_per_task(d)};
-
-    auto task = [](void* p, size_t i) noexcept {
-      Job& j = *static_cast<Job*>(p);
-      const int64_t begin = static_cast<int64_t>(i) * j.per_task;
-      const int64_t end = std::min(j.slices, begin + j.per_task);
-      try {
-        yoso::cpu::lsh_cumulation_f32(*j.d, j.qc, j.kc, j.qm, j.km, j.value, j.out, begin, end);
-      } catch (...) {  // only std::bad_alloc for the scratch table is possible
-        j.failed.store(true, std::memory_order_relaxed);
-      }
-    };
-    const size_t tasks = ceil_div(slices, job.per_task);
-    parallel_for(context, task, tasks, &job);
-    if (job.failed.load()) {
+    size_t tasks = 0;
+    try {
+      tasks = yoso::cpu::lsh_cumulation_f32_parallel(
+          d, query_codes.Data(), key_codes.Data(), query_mask.Data(), key_mask.Data(), value.Data(), out,
+          [context](size_t n, void (*task)(void*, size_t), void* job) { parallel_for(context, task, n, job); });
+    } catch (const std::bad_alloc&) {
       return Ort::Status(
           (std::string(kName) +
            ": out of memory allocating the scratch bucket tables; use a smaller batch or sequence").c_str(),
           ORT_RUNTIME_EXCEPTION);
     }
+    if (tasks == 0) return Ort::Status{nullptr};
     if (report_.enabled()) {
       report_.write(kName, std::string("kernel=") +
                                yoso::cpu::cpu_kernel_name(yoso::cpu::lsh_kernel(d)) +
