@@ -16,7 +16,7 @@ import yoso_deploy
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "onnx", "onnxscript", "polygraphy")
 LIGHT_MODULES = ["yoso_deploy", "yoso_deploy.tasks", "yoso_deploy.manifest", "yoso_deploy.iospec", "yoso_deploy._native",
-                 "yoso_deploy._extras", "yoso_deploy._text", "yoso_deploy.bench", "yoso_deploy.cli", "yoso_deploy.export",
+                 "yoso_deploy._extras", "yoso_deploy._text", "yoso_deploy._report", "yoso_deploy.bench", "yoso_deploy.cli", "yoso_deploy.export",
                  "yoso_deploy.export.spec", "yoso_deploy.int8_parity"]
 LIGHT_MODULES += [m.name for m in pkgutil.iter_modules([str(REPO / "yoso_deploy" / "runtime")], "yoso_deploy.runtime.")]
 LIGHT_MODULES += ["yoso_deploy.runtime"]

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from ._report import CheckReport
 from ._text import format_table
 
 # The task's decisions: output name -> "sequence" (argmax over the unmasked tokens of each row), "row"
@@ -138,26 +139,8 @@ HEADERS = ["check", "measure", "value", "agree / total", "max abs", "threshold",
 
 
 @dataclass
-class Int8Report:
-    """Every :class:`Int8Check` of a run; the interface of ``parity.ParityReport``."""
-
-    comparisons: list[Int8Check] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.comparisons) and all(c.ok for c in self.comparisons)
-
-    ok = passed
-
-    def failures(self) -> list[Int8Check]:
-        return [c for c in self.comparisons if not c.ok]
-
-    def first_failure(self) -> Int8Check | None:
-        bad = [(i, c) for i, c in enumerate(self.comparisons) if not c.ok]
-        if not bad:
-            return None
-        return min(bad, key=lambda ic: (math.inf if ic[1].layer is None else ic[1].layer, ic[0]))[1]
+class Int8Report(CheckReport):
+    """Every :class:`Int8Check` of a run (the interface of ``parity.ParityReport``: both are ``CheckReport``s)."""
 
     def table(self) -> str:
         blocks = []
@@ -180,11 +163,6 @@ class Int8Report:
             g["passed"] = g["passed"] and c.ok
             g["checks"].append(c.to_json())
         return list(groups.values())
-
-    def to_json(self) -> dict:
-        first = self.first_failure()
-        return {"passed": self.passed, "first_failure": None if first is None else f"{first.name}: {first.error}",
-                "notes": self.notes, "cases": self.cases()}
 
     def summary(self) -> dict:
         """The smallest value of each criterion per reference (for the manifest and reports)."""

@@ -38,11 +38,12 @@ One comparison record (:class:`Comparison`) and one renderer serve the post-expo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import onnx
 
+from ._report import CheckReport
 from ._text import format_table  # noqa: F401 (re-exported)
 from .export.probes import GraphProbes, LayerProbe, ProbeError, find_probes, instrument  # noqa: F401 (re-exports)
 from .export.spec import IOSpec
@@ -201,29 +202,8 @@ TENSOR_HEADERS = ["tensor", "max abs", "mean abs", "max rel", "channel rel", "at
 
 
 @dataclass
-class ParityReport:
+class ParityReport(CheckReport):
     """All comparisons of a parity run; :meth:`cases` groups them per (backend, case)."""
-
-    comparisons: list[Comparison] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def passed(self) -> bool:
-        return bool(self.comparisons) and all(c.ok for c in self.comparisons)
-
-    @property
-    def ok(self) -> bool:
-        return self.passed
-
-    def failures(self) -> list[Comparison]:
-        return [c for c in self.comparisons if not c.ok]
-
-    def first_failure(self) -> Comparison | None:
-        """The failure of the earliest layer (within a layer, in the order the model computes; outputs last)."""
-        bad = [(i, c) for i, c in enumerate(self.comparisons) if not c.ok]
-        if not bad:
-            return None
-        return min(bad, key=lambda ic: (math.inf if ic[1].layer is None else ic[1].layer, ic[0]))[1]
 
     def table(self) -> str:
         """One block per (backend, case): the hash-code checks, then the hidden states and outputs."""
@@ -254,10 +234,6 @@ class ParityReport:
             g[{"codes": "codes", "tensor": "layer_tensors", "hidden": "hidden_states", "output": "outputs"}[c.kind]].append(c.to_json())
         return list(groups.values())
 
-    def to_json(self) -> dict:
-        first = self.first_failure()
-        return {"passed": self.passed, "first_failure": None if first is None else f"{first.name}: {first.error}",
-                "notes": self.notes, "cases": self.cases()}
 
 
 def case_name(feeds: dict[str, np.ndarray]) -> str:
