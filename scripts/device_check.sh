@@ -5,9 +5,9 @@
 #
 #   scripts/device_check.sh [--steps a,b,...] [--budget-s 450] [--jobs N] [--out DIR]
 #
-# Steps (scripts/device_check.py has the details): environment, ort_headers, build (CUDA for sm_90
+# Steps (scripts/dev/device_check.py has the details): environment, ort_headers, build (CUDA for sm_90
 # only, -j<cores>), gpu_parity (tests/gpu), cuda_graph, speed (yoso-4096 shapes, GB/s, roofline),
-# torch_ops (tests/test_native_ops_cuda.py), torch_model (yoso-4096 model on CUDA with kernels="native"
+# torch_ops (tests/plugins/test_native_ops_cuda.py), torch_model (yoso-4096 model on CUDA with kernels="native"
 # vs the CPU reference, tie-aware), memcheck / initcheck / racecheck (compute-sanitizer, small shapes).
 # Every step has a timeout inside a global budget (YOSO_DEVICE_BUDGET_S, default 450 s) and the
 # results are rewritten after each step, so a hang costs one step, not the run. Without a GPU every
@@ -32,4 +32,4 @@ if [ -z "$py" ]; then
   fi
 fi
 export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-exec timeout --kill-after=10 "${YOSO_DEVICE_WALL_S:-480}" "$py" "$root/scripts/device_check.py" "$@"
+exec timeout --kill-after=10 "${YOSO_DEVICE_WALL_S:-480}" "$py" "$root/scripts/dev/device_check.py" "$@"

@@ -1,112 +1,32 @@
+"""Fixtures every stage shares. Nothing here imports torch: a stage's tests import what they need, so the
+runtime, serving and CLI tests run where only the runtime is installed.
+
+Tests by stage live in ``tests/<stage>/`` (mirroring ``yoso_deploy/``), helpers in ``tests/support/``. Markers
+(pyproject.toml): ``slow`` (left out of the fast tier ``pytest -m "not slow"``), ``gpu``, ``trt``, ``ray``,
+``native`` (builds or runs the C++ libraries directly).
+"""
+
 import pytest
-import torch
-from transformers import YosoConfig
-
-
-def small_config(**kw) -> YosoConfig:
-    """A tiny YOSO config (2 layers, 2 heads of 32) that runs in milliseconds on a CPU."""
-    args = dict(
-        vocab_size=97,
-        hidden_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=96,
-        max_position_embeddings=512,
-        num_hash=16,
-        hash_code_len=5,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-        num_labels=3,
-        pad_token_id=1,
-    )
-    args.update(kw)
-    return YosoConfig(**args)
 
 
 @pytest.fixture
 def config():
+    from support.checkpoints import small_config
+
     return small_config()
-
-
-def random_inputs(batch: int, seq: int, vocab: int = 97, seed: int = 0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(3, vocab, (batch, seq), generator=g)
-    return ids, torch.ones_like(ids)
-
-
-def yoso4096_config(**kw) -> YosoConfig:
-    """The uw-madison/yoso-4096 configuration with 2 layers instead of 12 (to save time), no dropout:
-    the size users deploy (random weights)."""
-    from yoso_deploy.modeling import yoso_4096_config
-
-    args = dict(num_hidden_layers=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    args.update(kw)
-    return yoso_4096_config(**args)
 
 
 @pytest.fixture(scope="session")
 def yoso4096_export(tmp_path_factory):
     """A 2-layer yoso-4096-sized QA checkpoint (random weights) and its LSH export (no post-export check)."""
-    from transformers import YosoForQuestionAnswering
+    from support.checkpoints import yoso4096_qa_export
 
-    from yoso_deploy.export import export
-
-    base = tmp_path_factory.mktemp("yoso4096")
-    torch.manual_seed(4096)
-    YosoForQuestionAnswering(yoso4096_config()).save_pretrained(base / "ckpt")
-    export(base / "ckpt", base / "export", task="qa", validate=False)
-    return base / "export"
-
-
-REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
-TOKENIZER_VOCAB = 572  # the embedded model's WordPiece tokenizer (model/tokenizer.json)
-NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
-CLS_LABELS = {0: "negative", 1: "neutral", 2: "positive"}
-
-
-def random_checkpoint(path, task: str, seed: int = 11, **config):
-    """A randomly initialised ``small_config`` checkpoint of ``task`` saved at ``path``."""
-    from yoso_deploy.modeling import TASK_CLASSES
-
-    torch.manual_seed(seed)
-    TASK_CLASSES[task](small_config(**config)).save_pretrained(path)
-    return path
-
-
-def tiny_checkpoint(path, task: str, seed: int = 0, **config):
-    """A random tiny checkpoint of ``task`` with the embedded model's tokenizer files (so pipelines and
-    transformers' AutoTokenizer work). Classification heads get named labels; their weights are scaled
-    up so predictions differ from token to token (and ties are unlikely)."""
-    import shutil
-
-    from yoso_deploy.modeling import TASK_CLASSES
-
-    labels = NER_LABELS if task == "token-classification" else CLS_LABELS
-    args = dict(vocab_size=TOKENIZER_VOCAB, num_labels=len(labels), id2label=labels,
-                label2id={v: k for k, v in labels.items()})
-    args.update(config)
-    cfg = small_config(**args)
-    torch.manual_seed(seed)
-    model = TASK_CLASSES[task](cfg)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.startswith(("classifier", "qa_outputs")) and p.dim() == 2:
-                p.mul_(20.0)
-    model.save_pretrained(str(path))
-    for f in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(REPO / "model" / f, path / f)
-    return path
+    return yoso4096_qa_export(tmp_path_factory.mktemp("yoso4096"))
 
 
 @pytest.fixture(scope="session")
 def task_exports(tmp_path_factory):
-    """Every task: a tiny checkpoint and its export (no parity check: tests/test_export.py covers it)."""
-    from yoso_deploy import tasks
-    from yoso_deploy.export import export
+    """Every task: a tiny checkpoint and its export (no parity check: tests/export covers it)."""
+    from support.checkpoints import task_exports
 
-    root = tmp_path_factory.mktemp("task-exports")
-    out = {}
-    for i, task in enumerate(tasks.TASKS):
-        ckpt = tiny_checkpoint(root / f"ckpt-{task}", task, seed=i)
-        out[task] = export(ckpt, root / task, task=task, validate=False).output_dir
-    return out
+    return task_exports(tmp_path_factory.mktemp("task-exports"))

@@ -6,14 +6,13 @@ import json
 import os
 from pathlib import Path
 
-ORT_LIBRARY_NAME = "libyoso_ort.so"
-ORT_BUILD_INFO = "yoso_ort_build.json"
-_ENV_ORT = "YOSO_ORT_LIBRARY"
-KERNELS_LIBRARY_NAME = "libyoso_kernels.so"
-_ENV_KERNELS = "YOSO_KERNELS_LIBRARY"
+from .constants import KERNELS_LIBRARY_ENV as _ENV_KERNELS
+from .constants import KERNELS_LIBRARY_NAME, ORT_BUILD_INFO, ORT_LIBRARY_NAME
+from .constants import ORT_LIBRARY_ENV as _ENV_ORT
+from .errors import NotFoundError
 
 
-class LibraryNotFoundError(FileNotFoundError):
+class LibraryNotFoundError(NotFoundError):
     """The compiled library is missing from the installation."""
 
 

@@ -35,13 +35,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import tasks
-from ._extras import require
+from .constants import CONFIG_FILE
+from .errors import require
 
 torch = require("torch", "the transformers integration (yoso_deploy.hf)")
 transformers = require("transformers", "the transformers integration (yoso_deploy.hf)")
 
 from transformers import modeling_outputs as _mo  # noqa: E402
 
+from .errors import UsageError
 from .manifest import expand_path  # noqa: E402
 from .runtime.models import TASK_MODELS, YosoOrtModel  # noqa: E402
 
@@ -68,10 +70,10 @@ class OrtYosoPreTrainedModel:
 
     def __init__(self, model: YosoOrtModel, config=None):
         if self.task is not None and model.manifest["task"] != self.task:
-            raise ValueError(f"{type(self).__name__} needs a {self.task!r} export, got {model.manifest['task']!r}")
+            raise UsageError(f"{type(self).__name__} needs a {self.task!r} export, got {model.manifest['task']!r}")
         self.ort_model = model
         if config is None:
-            if model.model_dir is not None and (model.model_dir / "config.json").is_file():
+            if model.model_dir is not None and (model.model_dir / CONFIG_FILE).is_file():
                 config = transformers.AutoConfig.from_pretrained(str(model.model_dir))
             else:
                 config = transformers.YosoConfig(**model.config)
@@ -109,7 +111,7 @@ class OrtYosoPreTrainedModel:
         feeds = {k: _to_numpy(v) for k, v in feeds.items() if v is not None}
         if "token_type_ids" in feeds and "token_type_ids" not in self.ort_model.input_names:
             if feeds["token_type_ids"].any():
-                raise ValueError("the export takes no token_type_ids (type_vocab_size 1) but non-zero ones were given")
+                raise UsageError("the export takes no token_type_ids (type_vocab_size 1) but non-zero ones were given")
             feeds.pop("token_type_ids")
         outs = self.ort_model.run(feeds)
         wanted = {t["name"] for t in self.ort_model.manifest["outputs"]}
@@ -163,7 +165,7 @@ def pipeline(model_dir: str | Path, task: str | None = None, **kwargs):
     model = OrtYosoPreTrainedModel.from_pretrained(model_dir, **session)
     hf_task = task or tasks.get(model.ort_model.manifest["task"]).hf_pipeline_task
     if hf_task is None:
-        raise ValueError(f"transformers has no pipeline for {model.ort_model.manifest['task']!r} exports; use "
+        raise UsageError(f"transformers has no pipeline for {model.ort_model.manifest['task']!r} exports; use "
                          "yoso_deploy.runtime.pipeline(model_dir)")
     tok = transformers.AutoTokenizer.from_pretrained(str(model_dir))
     return transformers.pipeline(hf_task, model=model, tokenizer=tok, **kwargs)

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import tasks
+from .errors import UsageError
 
 
 @dataclass
@@ -88,3 +89,28 @@ def make_inputs(
     if "token_type_ids" in spec.input_names:
         out["token_type_ids"] = np.zeros(shape, dtype=np.int64)
     return out
+
+
+# The post-export and post-quantization checks: two short shapes, plus a padded batch of 2 at min(512, max positions).
+SHORT_CHECK_SHAPES = ((2, 16), (3, 77))
+
+
+def default_check_shapes(max_positions: int) -> tuple[tuple[int, int], ...]:
+    """The shapes of the post-export (and post-quantization) check: 2x16, 3x77 and 2 x min(512, max positions)."""
+    return SHORT_CHECK_SHAPES + ((2, min(512, int(max_positions))),)
+
+
+def parse_shapes(text: str, option: str = "--check-shapes") -> tuple[tuple[int, int], ...]:
+    """``"2x16,2x512"`` -> ((2, 16), (2, 512)); a :class:`~yoso_deploy.errors.UsageError` naming ``option`` otherwise."""
+    out = []
+    for part in str(text).split(","):
+        part = part.strip().lower()
+        if not part:
+            continue
+        b, sep, s = part.partition("x")
+        if not sep or not b.strip().isdigit() or not s.strip().isdigit() or int(b) < 1 or int(s) < 1:
+            raise UsageError(f"{option}: bad shape {part!r}", fix="write BATCHxSEQ with positive integers, e.g. 2x16,2x512")
+        out.append((int(b), int(s)))
+    if not out:
+        raise UsageError(f"{option}: no shapes given", fix="write BATCHxSEQ[,BATCHxSEQ...], e.g. 2x16,2x512")
+    return tuple(out)

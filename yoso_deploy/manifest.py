@@ -18,21 +18,23 @@ from pathlib import Path
 from typing import Any
 
 from . import tasks
+from .constants import CONFIG_FILE, MANIFEST_FILE, MODEL_FILE
+from .errors import NotFoundError, YosoDeployError
 from .iospec import IOSpec, TensorSpec
 
-MANIFEST = "yoso_export.json"
+MANIFEST = MANIFEST_FILE
 FORMAT = "yoso-deploy-export"
 FORMAT_VERSION = 1
 REQUIRED = ("task", "attention", "inputs", "outputs", "max_sequence_length")
 PARITY_STATES = ("passed", "failed", "skipped")
-QUANTIZATION_METHODS = ("dynamic", "static")  # yoso_deploy.quantization
+QUANTIZATION_METHODS = ("dynamic", "static")  # yoso_deploy.quantization.quantize
 
 
-class ManifestError(ValueError):
+class ManifestError(YosoDeployError, ValueError):
     """A manifest that is missing, corrupt or not a yoso-deploy manifest."""
 
 
-class ExportNotUsableError(RuntimeError):
+class ExportNotUsableError(YosoDeployError, RuntimeError):
     """The export's own parity check failed; it is refused unless explicitly allowed."""
 
 
@@ -109,9 +111,14 @@ def load_manifest(model_dir: str | os.PathLike) -> dict:
     model_dir = expand_path(model_dir)
     path = model_dir / MANIFEST
     if not model_dir.is_dir():
-        raise FileNotFoundError(f"export directory {str(model_dir)!r} does not exist; run 'yoso-deploy export' first")
+        raise NotFoundError(f"export directory {str(model_dir)!r} does not exist",
+                            fix=f"make it with 'yoso-deploy export --output {model_dir}' or pass --model EXPORT_DIR")
     if not path.is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} has no {MANIFEST}; pass a directory made by 'yoso-deploy export'")
+        what = ("a checkpoint, not an export" if (model_dir / CONFIG_FILE).is_file() and not (model_dir / MODEL_FILE).is_file()
+                else "not an export directory")
+        raise NotFoundError(f"{str(model_dir)!r} has no {MANIFEST}: it is {what}",
+                            fix=f"make an export with 'yoso-deploy export --model CHECKPOINT --output {model_dir}' "
+                                "or pass --model EXPORT_DIR")
     fix = _fix(model_dir)
     try:
         manifest = json.loads(path.read_text())
@@ -164,9 +171,14 @@ def check_usable(manifest: dict, allow_failed: bool = False, model_dir: str | os
     return state
 
 
-def model_file(manifest: dict, model_dir: str | os.PathLike) -> Path:
-    """The ONNX file of an export (``model_file`` in the manifest, default ``model.onnx``)."""
-    return expand_path(model_dir) / manifest.get("model_file", "model.onnx")
+def model_file(manifest: dict, model_dir: str | os.PathLike, must_exist: bool = True) -> Path:
+    """The ONNX file of an export (``model_file`` in the manifest, default ``model.onnx``); a
+    :class:`~yoso_deploy.errors.NotFoundError` naming the directory, the file and the fix if it is missing."""
+    path = expand_path(model_dir) / manifest.get("model_file", MODEL_FILE)
+    if must_exist and not path.is_file():
+        raise NotFoundError(f"export directory {str(model_dir)!r} has a manifest but no {path.name}",
+                            fix=f"re-export it: yoso-deploy export --output {model_dir}")
+    return path
 
 
 def source_model_entry(source: str | os.PathLike, model_dir: str | os.PathLike) -> str:
@@ -185,7 +197,7 @@ def source_model_dir(manifest: dict, model_dir: str | os.PathLike) -> Path | Non
     p = expand_path(src)
     if not p.is_absolute():
         p = (expand_path(model_dir) / p).resolve()
-    return p if (p / "config.json").is_file() else None
+    return p if (p / CONFIG_FILE).is_file() else None
 
 
 def require_source_model_dir(manifest: dict, model_dir: str | os.PathLike) -> Path:
@@ -195,12 +207,23 @@ def require_source_model_dir(manifest: dict, model_dir: str | os.PathLike) -> Pa
         return p
     entry = manifest.get("source_model")
     if not entry:
-        raise FileNotFoundError(f"{str(model_dir)!r}'s manifest names no source_model; pass --reference DIR")
+        raise NotFoundError(f"{str(model_dir)!r}'s manifest names no source_model; pass --reference DIR")
     looked = expand_path(entry) if expand_path(entry).is_absolute() else (expand_path(model_dir) / entry).resolve()
-    raise FileNotFoundError(
+    raise NotFoundError(
         f"the source checkpoint of {str(model_dir)!r} is gone (source_model {entry!r} -> {str(looked)!r} has no "
         "config.json); pass --reference DIR with the checkpoint it was exported from"
     )
+
+
+def source_export_dir(manifest: dict, model_dir: str | os.PathLike) -> Path | None:
+    """The fp32 export a quantized export was made from, or None if it is not (any more) there."""
+    q = quantization_info(manifest)
+    if not q or not q.get("source_export"):
+        return None
+    p = expand_path(q["source_export"])
+    if not p.is_absolute():
+        p = (expand_path(model_dir) / p).resolve()
+    return p if (p / MANIFEST).is_file() else None
 
 
 def manifest_spec(manifest: dict) -> IOSpec:

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from .errors import UsageError
+
 SEQ_DIMS = ("batch", "sequence")
 CHOICE_DIMS = ("batch", "num_choices", "sequence")
 
@@ -47,6 +49,7 @@ class Task:
     input_dims: tuple = SEQ_DIMS
     decoding: Mapping[str, Any] = field(default_factory=dict)  # the pipeline's defaults
     description: str = ""
+    head: str = ""  # the head's module in the transformers class (its weights' prefix); "" for the encoder alone
 
     @property
     def output_names(self) -> list[str]:
@@ -85,34 +88,34 @@ TASKS: dict[str, Task] = {t.name: t for t in (
     Task("mlm", ("fill-mask", "masked-lm", "masked_lm"), "YosoForMaskedLM", "AutoModelForMaskedLM", "fill-mask",
          "YosoOrtForMaskedLM", "FillMaskPipeline",
          (OutputDef("logits", ("batch", "sequence", "$vocab_size")),),
-         decoding=_ro({"top_k": 5}), description="masked language modelling (fill-mask)"),
+         decoding=_ro({"top_k": 5}), description="masked language modelling (fill-mask)", head="cls"),
     Task("sequence-classification", ("text-classification", "sentiment-analysis", "sequence_classification"),
          "YosoForSequenceClassification", "AutoModelForSequenceClassification", "text-classification",
          "YosoOrtForSequenceClassification", "TextClassificationPipeline",
          (OutputDef("logits", ("batch", "$num_labels")),),
-         decoding=_ro({"top_k": 1, "function_to_apply": None}), description="text classification"),
+         decoding=_ro({"top_k": 1, "function_to_apply": None}), description="text classification", head="classifier"),
     Task("multiple-choice", ("multiple_choice",), "YosoForMultipleChoice", "AutoModelForMultipleChoice", None,
          "YosoOrtForMultipleChoice", "MultipleChoicePipeline",
          (OutputDef("logits", ("batch", "num_choices")),), input_dims=CHOICE_DIMS,
-         decoding=_ro({}), description="multiple choice (a score per choice)"),
+         decoding=_ro({}), description="multiple choice (a score per choice)", head="classifier"),
     Task("token-classification", ("ner", "token_classification"), "YosoForTokenClassification",
          "AutoModelForTokenClassification", "token-classification",
          "YosoOrtForTokenClassification", "TokenClassificationPipeline",
          (OutputDef("logits", ("batch", "sequence", "$num_labels")),),
          decoding=_ro({"aggregation_strategy": "none", "ignore_labels": ("O",), "stride": 128}),
-         description="token classification (NER)"),
+         description="token classification (NER)", head="classifier"),
     Task("qa", ("question-answering", "question_answering", "extractive-qa"), "YosoForQuestionAnswering",
          "AutoModelForQuestionAnswering", "question-answering",
          "YosoOrtForQuestionAnswering", "QuestionAnsweringPipeline",
          (OutputDef("start_logits", ("batch", "sequence")), OutputDef("end_logits", ("batch", "sequence"))),
          decoding=_ro({"top_k": 1, "max_answer_len": 30, "doc_stride": 128, "handle_impossible_answer": False}),
-         description="extractive question answering"),
+         description="extractive question answering", head="qa_outputs"),
 )}
 
 ALIASES: dict[str, str] = {a: t.name for t in TASKS.values() for a in t.aliases}
 
 
-class UnknownTaskError(ValueError):
+class UnknownTaskError(UsageError):
     """A task name that is neither a task nor an alias."""
 
 
@@ -122,8 +125,18 @@ def canonical_task(task: str) -> str:
     t = ALIASES.get(t, t)
     if t not in TASKS:
         choices = ", ".join(list(TASKS) + sorted(ALIASES))
-        raise UnknownTaskError(f"unknown task {task!r}; choose one of: {choices}")
+        close = suggest(t)
+        raise UnknownTaskError(f"unknown task {task!r}{f' (did you mean {close!r}?)' if close else ''}; "
+                               f"choose one of: {choices}")
     return t
+
+
+def suggest(task: str) -> str | None:
+    """The task name or alias closest to a misspelled ``task`` (for "did you mean"), or None."""
+    import difflib
+
+    close = difflib.get_close_matches(str(task).strip().lower(), [*TASKS, *ALIASES], n=1, cutoff=0.6)
+    return close[0] if close else None
 
 
 def get(task: str) -> Task:

@@ -6,7 +6,7 @@
 #   YOSO_TRT_VERSION       e.g. 10.14.1
 #   YOSO_TRT_SOURCE        where the headers came from (for messages)
 # Search order: TENSORRT_ROOT (CMake variable, then environment), a system install
-# (/usr/include/x86_64-linux-gnu, libnvinfer-dev), then scripts/fetch_trt_headers.sh, which fetches
+# (/usr/include/x86_64-linux-gnu, libnvinfer-dev), then scripts/dev/fetch_trt_headers.sh, which fetches
 # TensorRT's public headers for COMPILE CHECKS ONLY (no library, no runtime).
 #
 # yoso_add_trt_plugins() defines the plugin libraries (see plugins/CMakeLists.txt).
@@ -59,7 +59,7 @@ macro(yoso_find_tensorrt)
       set(YOSO_TRT_SOURCE "system TensorRT")
     else()
       execute_process(
-        COMMAND bash "${PROJECT_SOURCE_DIR}/scripts/fetch_trt_headers.sh"
+        COMMAND bash "${PROJECT_SOURCE_DIR}/scripts/dev/fetch_trt_headers.sh"
         OUTPUT_VARIABLE _yoso_fetched
         ERROR_VARIABLE _yoso_fetch_err
         RESULT_VARIABLE _yoso_fetch_rc
@@ -157,7 +157,7 @@ function(yoso_add_trt_plugins)
         target_link_libraries(${_tgt} PRIVATE "${YOSO_NVINFER_LIBRARY}")
         target_link_options(${_tgt} PRIVATE "LINKER:--no-undefined")
       endif()
-      # compile-only: getPluginRegistry / getLogger stay undefined (checked by scripts/build_gpu_code.sh)
+      # compile-only: getPluginRegistry / getLogger stay undefined (checked by scripts/dev/build_gpu_code.sh)
     else()
       # getCreators / setLoggerFinder use no libnvinfer symbol: fully linked in every mode.
       target_link_options(${_tgt} PRIVATE "LINKER:--no-undefined")

@@ -3,7 +3,7 @@
 // The single source of truth for every implementation: the C++ backends include it (yoso_core.h,
 // the CUDA plan), and the Python side parses it (yoso_deploy/modeling/ops.py reads the installed
 // copy, yoso_deploy/modeling/yoso_limits.h, or this file in a source checkout). Keep the format:
-// one "constexpr int NAME = VALUE;" per line, nothing computed. tests/test_contract_limits.py
+// one "constexpr int NAME = VALUE;" per line, nothing computed. tests/plugins/test_contract_limits.py
 // checks that the compiled values, the Python values and OPS.md agree.
 #pragma once
 

@@ -417,7 +417,7 @@ YOSO_TARGET_AVX2 void fast_hash_rows_memory(const FastHashDims& d, const float* 
 // first converted, once per slice, into block-major table offsets so that every pass streams
 // them sequentially. The remaining cost is the random row traffic between L1 and L2.
 
-// Tunables (chosen by measurement on Zen 4; see scripts/bench_ops.py).
+// Tunables (chosen by measurement on Zen 4; see scripts/bench/bench_ops.py).
 constexpr int64_t kLshTableFloats = int64_t{1} << 16;  // tables of one block: 256 KiB
 constexpr int64_t kLshMaxBlock = 16;                   // at most 16 hash functions per block
 

@@ -9,7 +9,7 @@
  *
  * Why a library of its own (and not more exports from libyoso_ort.so): libyoso_ort.so is loaded by
  * ONNX Runtime into processes we do not control and exports exactly RegisterCustomOps (a tested
- * hardening property, tests/test_supply_chain.py); its ABI is ONNX Runtime's. This library has a
+ * hardening property, tests/plugins/test_supply_chain.py); its ABI is ONNX Runtime's. This library has a
  * different client and ABI, needs no ONNX Runtime headers at run time, and is built from the same
  * sources (no kernel is written twice), so the two can evolve and be audited separately. It exports
  * only the yoso_kernels_* / yoso_fast_hash / yoso_lsh_cumulation functions below

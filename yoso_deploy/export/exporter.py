@@ -27,33 +27,20 @@ import onnx
 import onnxscript
 import torch
 
-from .. import __version__
-from ..manifest import MANIFEST, load_manifest, source_model_entry, write_manifest  # noqa: F401 - load_manifest re-exported
-from ..modeling import ATTENTION_MODES, canonical_task, load_model
-from ..modeling.ops import OP_DOMAIN, OP_VERSION
-from .functions import DEFAULT_PORTABLE, PORTABLE_MODES, attach_functions, portable_manifest
+from ..checkpoint import default_checkpoint_dir as default_model_dir  # noqa: F401 - re-exported
+from ..constants import MODEL_FILE, OP_DOMAIN, OP_NAMES, OP_VERSION, TOKENIZER_FILES, __version__
+from ..iospec import IOSpec, io_spec, make_inputs
+from ..manifest import MANIFEST, source_model_entry, write_manifest
+from ..modeling import load_model
+from .functions import attach_functions, portable_manifest
 from .names import restore_parameter_names
 from .opset import downgrade_opset, model_opset
+from .options import DEFAULT_OPSET, DEFAULT_PORTABLE, EXPORTER_OPSET, ExportError, check_arguments  # noqa: F401
 from .probes import find_probes, record_probes
 from .schemas import register_schemas
-from .spec import IOSpec, io_spec, make_inputs
 from .wrapper import ExportWrapper
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
-MIN_OPSET = 17
-DEFAULT_OPSET = 18
-EXPORTER_OPSET = 18  # torch.onnx's torchlib implements opset 18; 17 is reached by downgrade_opset
-# The post-export check: two short shapes, plus a padded batch of 2 at min(512, max positions).
-SHORT_CHECK_SHAPES = ((2, 16), (3, 77))
-TOKENIZER_FILES = (
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "added_tokens.json",
-)
+TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
 
 _yoso_opset = onnxscript.values.Opset(domain=OP_DOMAIN, version=OP_VERSION)
 
@@ -75,69 +62,17 @@ def custom_translation_table() -> dict:
     }
 
 
-class ExportError(RuntimeError):
-    """The export could not be produced (bad arguments or an exporter failure)."""
-
-
-class ParityError(RuntimeError):
-    """The exported model disagrees with the PyTorch reference (the export is kept, marked as failed)."""
-
-    def __init__(self, message: str, result: "ExportResult"):
-        super().__init__(message)
-        self.result = result
-
-
 @dataclass
-class ExportResult:
+class ConvertResult:
+    """What :func:`convert` wrote, and the reference it converted (the post-export check runs it)."""
+
     output_dir: Path
     onnx_path: Path
     manifest: dict
-    export_seconds: float
-    parity: object = None  # yoso_deploy.parity.ParityReport of the post-export check
-    parity_seconds: float = 0.0
-    skipped_validation: str = ""
-    check_shapes: tuple = ()
+    seconds: float
+    reference: object  # the PyTorch reference model (yoso_deploy.modeling), in eval mode
+    spec: IOSpec
     notes: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return self.parity is None or self.parity.passed
-
-    def parity_table(self) -> str:
-        return "" if self.parity is None else self.parity.table()
-
-
-def default_check_shapes(max_positions: int) -> tuple[tuple[int, int], ...]:
-    """The post-export check's shapes: the short ones plus a padded batch of 2 at min(512, max positions)."""
-    return SHORT_CHECK_SHAPES + ((2, min(512, int(max_positions))),)
-
-
-def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
-    """``"2x16,2x512"`` -> ((2, 16), (2, 512)); a clear ValueError otherwise."""
-    out = []
-    for part in str(text).split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        b, sep, s = part.partition("x")
-        if not sep or not b.strip().isdigit() or not s.strip().isdigit() or int(b) < 1 or int(s) < 1:
-            raise ValueError(f"bad shape {part!r}: write BATCHxSEQ with positive integers, e.g. 2x16,2x512")
-        out.append((int(b), int(s)))
-    if not out:
-        raise ValueError("no shapes given: write BATCHxSEQ[,BATCHxSEQ...], e.g. 2x16,2x512")
-    return tuple(out)
-
-
-def default_model_dir() -> Path:
-    """The embedded default checkpoint (``model/`` of the source tree, or its installed copy)."""
-    here = Path(__file__).resolve().parent.parent
-    for p in (here / "default_model", here.parent / "model"):
-        if (p / "config.json").is_file():
-            return p
-    raise FileNotFoundError(
-        "the embedded default model is missing from this installation; pass --model DIR "
-        "(a Hugging Face YOSO checkpoint directory)"
-    )
 
 
 @contextlib.contextmanager
@@ -150,16 +85,6 @@ def _quiet_logger(name: str, verbose: bool):
         yield
     finally:
         logger.setLevel(level)
-
-
-def _check_opset(opset: int) -> int:
-    max_opset = onnx.defs.onnx_opset_version()
-    if isinstance(opset, bool) or not isinstance(opset, int) or not MIN_OPSET <= opset <= max_opset:
-        raise ExportError(
-            f"unsupported opset {opset!r}: choose {MIN_OPSET}..{max_opset} (LayerNormalization needs "
-            f"{MIN_OPSET}; onnx {onnx.__version__} knows up to {max_opset}); default {DEFAULT_OPSET}"
-        )
-    return opset
 
 
 def _prepare_output_dir(output: Path) -> Path:
@@ -246,49 +171,34 @@ def _check(path: Path) -> onnx.ModelProto:
     return inferred
 
 
-def export(
-    model: str | Path | None = None,
-    output: str | Path = "yoso-onnx",
+def convert(
+    model: str | Path | None,
+    output: str | Path,
     task: str | None = None,
     attention: str = "lsh",
     opset: int = DEFAULT_OPSET,
     seed: int = 0,
     debug_codes: bool = False,
-    validate: bool = True,
-    atol: float = 1e-4,
-    check_shapes: tuple[tuple[int, int], ...] | None = None,
     verbose: bool = False,
     dtype: str = "fp32",
-    rtol: float = 1e-3,
-    tolerances=None,
     portable: str = DEFAULT_PORTABLE,
-) -> ExportResult:
-    """Export a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
+) -> ConvertResult:
+    """Convert a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
-    ``task`` defaults to the checkpoint's ``architectures``; a task whose head the checkpoint lacks is
-    refused (``base`` is always allowed). With ``validate`` the export is run in ONNX Runtime
-    (``libyoso_ort.so`` registered) on generated, padded inputs of ``check_shapes`` (batch, sequence;
-    default :func:`default_check_shapes`) and judged against the PyTorch reference by
-    :mod:`yoso_deploy.parity` (tie-aware for LSH, layer by layer). The manifest records the verdict
-    (``parity``); on failure :class:`ParityError` is raised, the files are kept and the manifest says
-    ``failed`` so that other commands refuse the export. ``portable`` (``functions``, ``off``,
-    ``inline``): standard-ONNX bodies of the custom ops, see :mod:`yoso_deploy.export.functions`.
+    ``output`` must be a new or empty directory (:func:`yoso_deploy.workflow.export` builds in a staging
+    directory beside the final one and renames it at the end). ``task`` defaults to the checkpoint's
+    ``architectures``; a task whose head the checkpoint lacks is refused (``base`` is always allowed).
+    ``portable`` (``functions``, ``off``, ``inline``): standard-ONNX bodies of the custom ops, see
+    :mod:`yoso_deploy.export.functions`. The manifest's ``parity`` says ``skipped`` until the post-export
+    check (:func:`yoso_deploy.validation.post_export.check_export`) records its verdict.
     """
-    if task is not None:
-        task = canonical_task(task)
-    if dtype not in DTYPES:
-        raise ExportError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
-    if attention not in ATTENTION_MODES:
-        raise ExportError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
-    opset = _check_opset(opset)
-    if portable not in PORTABLE_MODES:
-        raise ExportError(f"unknown portable mode {portable!r}; choose one of {', '.join(PORTABLE_MODES)}")
+    task = check_arguments(task, attention, opset, dtype, portable)
     src = Path(model) if model is not None else default_model_dir()
     out = _prepare_output_dir(Path(output))
     register_schemas()
 
     t0 = time.perf_counter()
-    ref = load_model(src, task=task, attention=attention, seed=seed, dtype=DTYPES[dtype], require_head=True)
+    ref = load_model(src, task=task, attention=attention, seed=seed, dtype=TORCH_DTYPES[dtype], require_head=True)
     task = ref.yoso_task
     config = ref.config
     notes = []
@@ -297,7 +207,7 @@ def export(
                      "this export uses LSH attention (--attention lsh): pass --attention expectation for YOSO-E")
     spec = io_spec(config, task, debug_codes=debug_codes, attention=attention, dtype=dtype)
     wrapper = ExportWrapper(ref, spec, debug_codes).eval()
-    onnx_path = out / "model.onnx"
+    onnx_path = out / MODEL_FILE
     tmp_path = out / ".model.onnx.partial"
     log = io.StringIO()
     try:
@@ -329,17 +239,17 @@ def export(
         "seed": int(seed),
         "dtype": dtype,
         "source_model": source_model_entry(src, out),
-        "model_file": "model.onnx",
+        "model_file": MODEL_FILE,
         "inputs": [t.to_json() for t in spec.inputs],
         "outputs": [t.to_json() for t in spec.outputs],
         "debug_outputs": [t.to_json() for t in spec.debug_outputs],
         "custom_ops": (
-            [{"domain": OP_DOMAIN, "version": OP_VERSION, "ops": ["FastHash", "LSHCumulation"]}]
+            [{"domain": OP_DOMAIN, "version": OP_VERSION, "ops": list(OP_NAMES)}]
             if attention == "lsh" else []
         ),
         "max_sequence_length": int(config.max_position_embeddings),
         "hash": {"num_hash": int(config.num_hash), "hash_code_len": int(config.hash_code_len)},
-        "parity": {"status": "skipped", "reason": "not checked (--no-validate)"},
+        "parity": {"status": "skipped", "reason": "not checked"},
         "versions": {
             "yoso_deploy": __version__,
             "torch": torch.__version__,
@@ -377,53 +287,4 @@ def export(
         if (src / name).is_file():
             shutil.copy2(src / name, out / name)
     write_manifest(out, manifest)
-    result = ExportResult(out, onnx_path, manifest, time.perf_counter() - t0, notes=notes)
-
-    if validate and dtype == "fp16" and not _cuda_ep_available():
-        result.skipped_validation = (
-            "fp16 exports are for GPU backends (ORT CUDA / TensorRT): this onnxruntime has no "
-            "CUDAExecutionProvider and the CPU custom ops are fp32, so the parity check was skipped"
-        )
-        manifest["parity"] = {"status": "skipped", "reason": result.skipped_validation}
-        write_manifest(out, manifest)
-    elif validate:
-        from ..parity import Tolerances
-
-        shapes = tuple(check_shapes) if check_shapes else default_check_shapes(config.max_position_embeddings)
-        too_long = [s for _, s in shapes if s > config.max_position_embeddings]
-        if too_long:
-            raise ExportError(f"check shape sequence length {too_long[0]} exceeds the model's maximum "
-                              f"{config.max_position_embeddings}; choose shorter --check-shapes")
-        tol = tolerances or Tolerances(atol=atol, rtol=rtol)
-        result.check_shapes = shapes
-        t1 = time.perf_counter()
-        result.parity = check_parity(ref, spec, onnx_path, config, shapes, tol)
-        result.parity_seconds = time.perf_counter() - t1
-        first = result.parity.first_failure()
-        manifest["parity"] = {
-            "status": "passed" if result.ok else "failed",
-            "shapes": [f"{b}x{s}" for b, s in shapes],
-            "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
-            "table": result.parity.table().splitlines(),
-        }
-        write_manifest(out, manifest)
-        if not result.ok:
-            raise ParityError(f"ONNX Runtime disagrees with the PyTorch reference ({first.backend} {first.case}, "
-                              f"first at {first.name}: {first.error}); the export is marked failed in {MANIFEST}",
-                              result)
-    return result
-
-
-def _cuda_ep_available() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
-
-
-def check_parity(ref, spec: IOSpec, onnx_path: Path, config, shapes, tolerances=None):
-    """ORT (with libyoso_ort.so) vs the PyTorch reference over ``shapes`` -> a ``parity.ParityReport``."""
-    from ..parity import Tolerances, check_onnxruntime
-
-    cases = [make_inputs(spec, batch, seq, config.vocab_size, seed=i, pad_token_id=config.pad_token_id or 0)
-             for i, (batch, seq) in enumerate(shapes)]
-    return check_onnxruntime(ref, spec, onnx_path, cases, tolerances or Tolerances())
+    return ConvertResult(out, onnx_path, manifest, time.perf_counter() - t0, ref, spec, notes)

@@ -59,15 +59,15 @@ import onnx.inliner
 import onnx.shape_inference
 from onnx import TensorProto, helper, numpy_helper
 
+from ..errors import UsageError
 from ..modeling.ops import MAX_HASH_CODE_LEN, MAX_HASH_DIM, OP_DOMAIN, OP_VERSION, is_power_of_two
+from .options import DEFAULT_PORTABLE, PORTABLE_MODES  # noqa: E402
 
-PORTABLE_MODES = ("functions", "off", "inline")
-DEFAULT_PORTABLE = "functions"
 CHECK_PREFIX = "yoso_check_"
 BODY_PREFIX = {"FastHash": "yoso_fh_", "LSHCumulation": "yoso_lc_"}
 
 
-class PortableError(ValueError):
+class PortableError(UsageError):
     """The functions cannot be built or attached (bad mode, inconsistent com.yoso nodes)."""
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from onnx.reference.op_run import OpRun
 
+from ..errors import UsageError
 from ..modeling.ops import MAX_HASH_CODE_LEN, MAX_HASH_DIM, OP_DOMAIN
 
 
@@ -29,26 +30,26 @@ def _wht(a: np.ndarray) -> np.ndarray:
 
 def _check_mask(op: str, name: str, mask: np.ndarray) -> None:
     if mask.size and not np.isin(mask, (0, 1)).all():
-        raise ValueError(f"{op}: {name} entries must be 0 or 1, found {sorted(set(np.unique(mask)) - {0, 1})[:3]}")
+        raise UsageError(f"{op}: {name} entries must be 0 or 1, found {sorted(set(np.unique(mask)) - {0, 1})[:3]}")
 
 
 def fast_hash(x, mask, signs, num_hash: int, hash_code_len: int) -> np.ndarray:
     m, tau = int(num_hash), int(hash_code_len)
     if x.ndim != 4 or mask.ndim != 2 or signs.ndim != 4:
-        raise ValueError(f"FastHash: ranks must be x 4, mask 2, signs 4; got {x.ndim}, {mask.ndim}, {signs.ndim}")
+        raise UsageError(f"FastHash: ranks must be x 4, mask 2, signs 4; got {x.ndim}, {mask.ndim}, {signs.ndim}")
     b, h, s, d = x.shape
     if d < 1 or d & (d - 1) or d > MAX_HASH_DIM:
-        raise ValueError(f"FastHash: D must be a power of two <= {MAX_HASH_DIM}, got {d}")
+        raise UsageError(f"FastHash: D must be a power of two <= {MAX_HASH_DIM}, got {d}")
     if m < 1 or not 1 <= tau <= min(MAX_HASH_CODE_LEN, d):
-        raise ValueError(f"FastHash: need num_hash >= 1 and 1 <= hash_code_len <= min(30, D); got {m}, {tau}, D={d}")
+        raise UsageError(f"FastHash: need num_hash >= 1 and 1 <= hash_code_len <= min(30, D); got {m}, {tau}, D={d}")
     per_part = d // tau
     p = -(-m // per_part)
     if mask.shape != (b, s):
-        raise ValueError(f"FastHash: mask must be [B,S]=[{b},{s}], got {list(mask.shape)}")
+        raise UsageError(f"FastHash: mask must be [B,S]=[{b},{s}], got {list(mask.shape)}")
     if signs.shape != (h, 3, p, d):
-        raise ValueError(f"FastHash: signs must be [H,3,P,D]=[{h},3,{p},{d}], got {list(signs.shape)}")
+        raise UsageError(f"FastHash: signs must be [H,3,P,D]=[{h},3,{p},{d}], got {list(signs.shape)}")
     if signs.size and not np.isin(signs, (-1.0, 1.0)).all():
-        raise ValueError("FastHash: signs entries must be exactly +1 or -1")
+        raise UsageError("FastHash: signs entries must be exactly +1 or -1")
     _check_mask("FastHash", "mask", mask)
     t = x.astype(np.float32)[:, :, None]  # [B, H, 1, S, D]
     sg = signs.astype(np.float32)[None, :, :, :, None, :]  # [1, H, 3, P, 1, D]
@@ -63,17 +64,17 @@ def fast_hash(x, mask, signs, num_hash: int, hash_code_len: int) -> np.ndarray:
 def lsh_cumulation(qc, kc, qm, km, value, hash_code_len: int) -> np.ndarray:
     tau = int(hash_code_len)
     if qc.ndim != 4 or kc.ndim != 4 or value.ndim != 4 or qm.ndim != 2 or km.ndim != 2:
-        raise ValueError("LSHCumulation: ranks must be codes 4, masks 2, value 4")
+        raise UsageError("LSHCumulation: ranks must be codes 4, masks 2, value 4")
     b, h, sq, m = qc.shape
     sk, dv = kc.shape[2], value.shape[3]
     if kc.shape != (b, h, sk, m) or value.shape[:3] != (b, h, sk) or qm.shape != (b, sq) or km.shape != (b, sk):
-        raise ValueError(f"LSHCumulation: inconsistent shapes {list(qc.shape)}, {list(kc.shape)}, "
+        raise UsageError(f"LSHCumulation: inconsistent shapes {list(qc.shape)}, {list(kc.shape)}, "
                          f"{list(qm.shape)}, {list(km.shape)}, {list(value.shape)}")
     if m < 1 or not 1 <= tau <= MAX_HASH_CODE_LEN:
-        raise ValueError(f"LSHCumulation: need m >= 1 and 1 <= hash_code_len <= 30; got {m}, {tau}")
+        raise UsageError(f"LSHCumulation: need m >= 1 and 1 <= hash_code_len <= 30; got {m}, {tau}")
     for name, c in (("query_codes", qc), ("key_codes", kc)):
         if c.size and (c.min() < 0 or c.max() >= (1 << tau)):
-            raise ValueError(f"LSHCumulation: {name} holds a code outside [0, 2^{tau})")
+            raise UsageError(f"LSHCumulation: {name} holds a code outside [0, 2^{tau})")
     _check_mask("LSHCumulation", "query_mask", qm)
     _check_mask("LSHCumulation", "key_mask", km)
     out = np.zeros((b, h, sq, dv), np.float64)

@@ -12,6 +12,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from ..errors import UsageError
+
 # Ops whose opset-18 form takes ``axes`` as an input where opset 17 (versions 1..13) has an attribute.
 _REDUCE_AXES_INPUT = {"ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceMax", "ReduceMean",
                       "ReduceMin", "ReduceProd", "ReduceSumSquare"}
@@ -22,7 +24,7 @@ def model_opset(model: onnx.ModelProto) -> int:
     for o in model.opset_import:
         if o.domain in ("", "ai.onnx"):
             return int(o.version)
-    raise ValueError("the model imports no default ONNX opset")
+    raise UsageError("the model imports no default ONNX opset")
 
 
 def _constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -39,7 +41,7 @@ def downgrade_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
     """Return ``model`` (opset 18) rewritten for ``target`` = 17; ``ValueError`` names what cannot be."""
     source = model_opset(model)
     if (source, target) != (18, 17):
-        raise ValueError(f"only opset 18 -> 17 is converted here (the model has {source}, {target} was asked)")
+        raise UsageError(f"only opset 18 -> 17 is converted here (the model has {source}, {target} was asked)")
     consts = _constant_values(model)
     shapes = {}
     try:
@@ -58,12 +60,12 @@ def downgrade_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
         if node.op_type in _REDUCE_AXES_INPUT:
             if "noop_with_empty_axes" in attrs:
                 if onnx.helper.get_attribute_value(attrs["noop_with_empty_axes"]) and (len(node.input) < 2 or not node.input[1]):
-                    raise ValueError(f"{node.op_type} node {node.name!r} uses noop_with_empty_axes, which opset 17 lacks")
+                    raise UsageError(f"{node.op_type} node {node.name!r} uses noop_with_empty_axes, which opset 17 lacks")
                 node.attribute.remove(attrs["noop_with_empty_axes"])
             if len(node.input) > 1 and node.input[1]:
                 axes = consts.get(node.input[1])
                 if axes is None:
-                    raise ValueError(f"{node.op_type} node {node.name!r} takes its axes at run time; opset 17 needs constant axes")
+                    raise UsageError(f"{node.op_type} node {node.name!r} takes its axes at run time; opset 17 needs constant axes")
                 node.attribute.append(onnx.helper.make_attribute("axes", [int(a) for a in np.asarray(axes).ravel()]))
                 del node.input[1:]
         elif node.op_type == "Split":
@@ -75,7 +77,7 @@ def downgrade_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
                     n = len(node.output)
                     size = dims[axis] if dims and -len(dims) <= axis < len(dims) else None
                     if size is None or size % n:
-                        raise ValueError(f"Split node {node.name!r} splits a dimension of unknown or uneven size "
+                        raise UsageError(f"Split node {node.name!r} splits a dimension of unknown or uneven size "
                                          f"into {n}; opset 17 splits only evenly")
         else:
             try:
@@ -83,7 +85,7 @@ def downgrade_opset(model: onnx.ModelProto, target: int) -> onnx.ModelProto:
             except onnx.defs.SchemaError:
                 since = 0
             if since == 18:
-                raise ValueError(f"{node.op_type} node {node.name!r} needs opset 18")
+                raise UsageError(f"{node.op_type} node {node.name!r} needs opset 18")
     for o in m.opset_import:
         if o.domain in ("", "ai.onnx"):
             o.version = target

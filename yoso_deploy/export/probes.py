@@ -7,7 +7,7 @@ structure (the FastHash nodes feeding each LSHCumulation; torch.onnx's module-sc
 layer outputs); the exporter records them in the model's metadata (``yoso.probes``) before any
 rewrite that removes the ``com.yoso`` nodes (``--portable inline``), and :func:`find_probes` reads
 that record first. :func:`instrument` returns a copy with every probe as an extra graph output.
-Only ``onnx`` is imported here (no torch: :mod:`yoso_deploy.quantization` uses it).
+Only ``onnx`` is imported here (no torch: :mod:`yoso_deploy.quantization.quantize` uses it).
 """
 
 from __future__ import annotations
@@ -19,12 +19,13 @@ from dataclasses import asdict, dataclass
 
 import onnx
 
-_OP_DOMAIN = "com.yoso"  # = modeling.ops.OP_DOMAIN, kept here so probes stay torch-free (int8 checks, tests/test_layering.py)
+from ..constants import OP_DOMAIN as _OP_DOMAIN
+from ..errors import YosoDeployError
 
 PROBES_METADATA_KEY = "yoso.probes"
 
 
-class ProbeError(RuntimeError):
+class ProbeError(YosoDeployError, RuntimeError):
     """The ONNX graph lacks the structure the parity check needs (no FastHash feeding LSHCumulation...)."""
 
 

@@ -11,7 +11,7 @@ import onnx
 from onnx import TensorProto
 from onnx.defs import OpSchema
 
-OP_DOMAIN, OP_VERSION = "com.yoso", 1  # = modeling.ops's, kept here so the schemas stay torch-free (tests/test_layering.py)
+from ..constants import OP_DOMAIN, OP_VERSION
 
 _FLOAT_TYPES = ["tensor(float)", "tensor(float16)"]
 _registered = False

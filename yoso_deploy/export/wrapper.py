@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .spec import IOSpec
+from ..iospec import IOSpec
 
 
 def attention_modules(model):

@@ -1,10 +1,16 @@
-"""Reference PyTorch YOSO: transformers' model classes with a correct, deterministic self-attention."""
+"""The PyTorch reference: transformers' ``Yoso*`` model classes with a correct, deterministic self-attention.
+
+Owns the reference model (:mod:`.model`: loading checkpoints, every task's head), its self-attention
+(:mod:`.attention`: LSH or exact YOSO-E, padding masked, signs drawn once from a seed), the two ops in pure
+PyTorch (:mod:`.ops`, the reference every backend is judged against) and on the native kernels
+(:mod:`.native_ops`). May import: the shared modules, torch and transformers (the ``[export]`` extra).
+"""
 
 try:
     import torch  # noqa: F401
     import transformers  # noqa: F401
 except ImportError as _e:  # the reference model is part of the [export] extra
-    from .._extras import missing_extra
+    from ..errors import missing_extra
 
     _err = missing_extra(_e, "the PyTorch reference model")
     if _err is None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..constants import ATTENTION_MODES  # noqa: E402,F401 - re-exported
+from ..errors import UsageError
 from . import native_ops, ops
-
-ATTENTION_MODES = ("lsh", "expectation")
 
 
 class YosoReferenceSelfAttention(nn.Module):
@@ -37,11 +37,11 @@ class YosoReferenceSelfAttention(nn.Module):
     ):
         super().__init__()
         if attention not in ATTENTION_MODES:
-            raise ValueError(
+            raise UsageError(
                 f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}"
             )
         if config.hidden_size % config.num_attention_heads != 0:
-            raise ValueError(
+            raise UsageError(
                 f"hidden_size ({config.hidden_size}) is not a multiple of num_attention_heads "
                 f"({config.num_attention_heads})"
             )
@@ -74,11 +74,11 @@ class YosoReferenceSelfAttention(nn.Module):
             signs = ops.draw_signs(self.num_heads, self.num_hash, self.hash_code_len, self.hash_dim)
         expected = (self.num_heads, 3, ops.num_parts(self.num_hash, self.hash_dim, self.hash_code_len), self.hash_dim)
         if tuple(signs.shape) != expected:
-            raise ValueError(f"signs must have shape {expected}, got {tuple(signs.shape)}")
+            raise UsageError(f"signs must have shape {expected}, got {tuple(signs.shape)}")
         self.register_buffer("signs", signs.to(torch.float32), persistent=False)
         # When a list, forward appends (query_codes, key_codes) of LSH mode (the --debug-codes outputs).
         self.code_sink: list | None = None
-        # Validation hook of LSH mode (yoso_deploy.parity): when set, it is called as
+        # Validation hook of LSH mode (yoso_deploy.validation.parity): when set, it is called as
         # ``code_hook(self, hidden_states, q_hash_input, k_hash_input, mask, signs)`` instead of the two
         # FastHash calls and returns the (query_codes, key_codes) that LSHCumulation then uses; if it has
         # an ``observe(self, value, context)`` method, that is then called with LSHCumulation's value

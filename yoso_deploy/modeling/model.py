@@ -8,7 +8,6 @@ self-attention swapped for :class:`YosoReferenceSelfAttention`. The swap reuses 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -16,6 +15,8 @@ import transformers
 from transformers import YosoConfig, YosoModel
 
 from .. import tasks
+from ..checkpoint import TaskHeadError, check_checkpoint_dir  # noqa: F401 - re-exported
+from ..errors import UsageError
 from ..tasks import canonical_task
 from . import native_ops, ops
 from .attention import ATTENTION_MODES, YosoReferenceSelfAttention
@@ -65,7 +66,7 @@ def convert_model(model, attention: str = "lsh", seed: int = 0, kernels: str = "
     mode, with ``model.yoso_attention``, ``model.yoso_kernels`` and ``model.yoso_seed`` set.
     """
     if attention not in ATTENTION_MODES:
-        raise ValueError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
+        raise UsageError(f"unknown attention mode {attention!r}; choose one of {', '.join(ATTENTION_MODES)}")
     native_ops.check_kernels(kernels)
     config = model.config
     signs = layer_signs(config, seed)
@@ -93,32 +94,6 @@ def build_model(config: YosoConfig, task: str = "base", attention: str = "lsh", 
     """A randomly initialised reference model for ``config`` (weights from torch's global RNG)."""
     cls = TASK_CLASSES[canonical_task(task)]
     return convert_model(cls(config), attention=attention, seed=seed, kernels=kernels)
-
-
-def check_checkpoint_dir(path: str | Path) -> Path:
-    """Raise a clear error unless ``path`` is a directory holding a YOSO config and weights."""
-    p = Path(path)
-    if not p.exists():
-        raise FileNotFoundError(f"model directory {str(p)!r} does not exist; pass a Hugging Face YOSO checkpoint directory")
-    if not p.is_dir():
-        raise NotADirectoryError(f"{str(p)!r} is not a directory; pass the checkpoint *directory* (with config.json)")
-    cfg = p / "config.json"
-    if not cfg.is_file():
-        raise FileNotFoundError(f"{str(p)!r} has no config.json; it is not a Hugging Face checkpoint directory")
-    try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{cfg} is not valid JSON ({e}); re-save the checkpoint with save_pretrained") from e
-    if model_type != "yoso":
-        raise ValueError(f"{cfg} has model_type={model_type!r}; yoso-deploy handles only 'yoso' models")
-    weights = [f for f in ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json") if (p / f).is_file()]
-    if not weights:
-        raise FileNotFoundError(f"{str(p)!r} has no weights (model.safetensors or pytorch_model.bin)")
-    return p
-
-
-class TaskHeadError(ValueError):
-    """The checkpoint has no weights for the requested task's head (or names no task at all)."""
 
 
 def load_model(
@@ -158,7 +133,7 @@ def load_model(
         model, info = cls.from_pretrained(str(p), config=config, dtype=dtype, output_loading_info=True)
     except Exception as e:  # safetensors / torch.load / state-dict errors: name the file and the fix
         detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(
+        raise UsageError(
             f"cannot load the weights in {str(p)!r} ({type(e).__name__}: {detail}); the weight file is corrupt or "
             "does not match config.json: re-save the checkpoint with save_pretrained"
         ) from e

@@ -30,6 +30,7 @@ import threading
 
 import torch
 
+from ..errors import UnavailableError, UsageError
 from . import ops as _reference  # also registers yoso::fast_hash / yoso::lsh_cumulation (ops_for)
 
 KERNEL_MODES = ("torch", "native")
@@ -57,7 +58,7 @@ class _Exec(ctypes.Structure):
 def check_kernels(kernels: str) -> str:
     """``kernels`` if it is one of :data:`KERNEL_MODES`, else a ``ValueError`` naming the choices."""
     if kernels not in KERNEL_MODES:
-        raise ValueError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNEL_MODES)} "
+        raise UsageError(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNEL_MODES)} "
                          "('torch': the pure-PyTorch reference ops, 'native': libyoso_kernels.so)")
     return kernels
 
@@ -86,7 +87,7 @@ def library() -> ctypes.CDLL:
             lib.yoso_kernels_build_info.restype = ctypes.c_char_p
             abi = lib.yoso_kernels_abi_version()
             if abi != ABI_VERSION:
-                raise RuntimeError(f"{path} has C ABI version {abi}, this package needs {ABI_VERSION}: "
+                raise UnavailableError(f"{path} has C ABI version {abi}, this package needs {ABI_VERSION}: "
                                    "reinstall yoso-deploy (or point YOSO_KERNELS_LIBRARY at a matching build)")
             T, E = ctypes.POINTER(_Tensor), ctypes.POINTER(_Exec)
             err = [ctypes.c_char_p, ctypes.c_size_t]
@@ -138,7 +139,7 @@ class _Args:
 def _raise(status: int, buf) -> None:
     msg = buf.value.decode("utf-8", "replace") or f"libyoso_kernels.so failed with status {status}"
     if status == _STATUS_INVALID:
-        raise ValueError(msg)
+        raise UsageError(msg)
     raise RuntimeError(msg)
 
 
@@ -147,10 +148,10 @@ def _check_devices(op: str, tensors: dict[str, torch.Tensor]) -> torch.device:
     first = tensors[names[0]].device
     for name in names[1:]:
         if tensors[name].device != first:
-            raise ValueError(f"{op}: input '{name}' is on {tensors[name].device} but '{names[0]}' is on {first}. "
+            raise UsageError(f"{op}: input '{name}' is on {tensors[name].device} but '{names[0]}' is on {first}. "
                              "Fix: move all inputs of the op to one device.")
     if first.type not in ("cpu", "cuda"):
-        raise ValueError(f"{op}: the native kernels run on CPU and CUDA tensors, not on {first}. "
+        raise UsageError(f"{op}: the native kernels run on CPU and CUDA tensors, not on {first}. "
                          "Fix: use kernels='torch' (the pure-PyTorch reference) on this device.")
     return first
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-OP_DOMAIN = "com.yoso"
-OP_VERSION = 1
+from ..constants import OP_DOMAIN, OP_VERSION  # noqa: F401 - re-exported
+from ..errors import UsageError
 
 
 def _contract_limits() -> dict:
@@ -74,18 +74,18 @@ def num_parts(num_hash: int, hash_dim: int, hash_code_len: int) -> int:
 def check_hash_params(num_hash: int, hash_code_len: int, hash_dim: int) -> None:
     """Raise ``ValueError`` naming the problem if (m, tau, D) violate the op contract."""
     if not isinstance(num_hash, int) or num_hash <= 0:
-        raise ValueError(f"num_hash must be a positive integer, got {num_hash!r}")
+        raise UsageError(f"num_hash must be a positive integer, got {num_hash!r}")
     if not isinstance(hash_code_len, int) or not 0 < hash_code_len <= MAX_HASH_CODE_LEN:
-        raise ValueError(
+        raise UsageError(
             f"hash_code_len must be an integer in [1, {MAX_HASH_CODE_LEN}], got {hash_code_len!r}"
         )
     if not is_power_of_two(hash_dim) or hash_dim > MAX_HASH_DIM:
-        raise ValueError(
+        raise UsageError(
             f"the hashed dimension D must be a power of two <= {MAX_HASH_DIM}, got {hash_dim}; "
             "zero-pad the head dimension to the next power of two"
         )
     if hash_code_len > hash_dim:
-        raise ValueError(
+        raise UsageError(
             f"hash_code_len ({hash_code_len}) must not exceed the hashed dimension D ({hash_dim}); "
             "pad D further or use shorter codes"
         )
@@ -135,14 +135,14 @@ def fwht(x: torch.Tensor) -> torch.Tensor:
 
 def _check_fast_hash_args(x, mask, signs, num_hash, hash_code_len):
     if x.dim() != 4:
-        raise ValueError(f"FastHash: x must have rank 4 [B,H,S,D], got shape {tuple(x.shape)}")
+        raise UsageError(f"FastHash: x must have rank 4 [B,H,S,D], got shape {tuple(x.shape)}")
     b, h, s, d = x.shape
     check_hash_params(num_hash, hash_code_len, d)
     p = num_parts(num_hash, d, hash_code_len)
     if mask is not None and tuple(mask.shape) != (b, s):
-        raise ValueError(f"FastHash: mask must have shape [B,S]=({b},{s}), got {tuple(mask.shape)}")
+        raise UsageError(f"FastHash: mask must have shape [B,S]=({b},{s}), got {tuple(mask.shape)}")
     if tuple(signs.shape) != (h, 3, p, d):
-        raise ValueError(
+        raise UsageError(
             f"FastHash: signs must have shape [H,3,P,D]=({h},3,{p},{d}) for num_hash={num_hash}, "
             f"hash_code_len={hash_code_len}; got {tuple(signs.shape)}"
         )
@@ -203,27 +203,27 @@ def lsh_cumulation(
 ) -> torch.Tensor:
     """``com.yoso::LSHCumulation`` -> float[B,H,Sq,Dv] (accumulated in fp32, returned in value's dtype)."""
     if query_codes.dim() != 4 or key_codes.dim() != 4 or value.dim() != 4:
-        raise ValueError("LSHCumulation: query_codes, key_codes and value must have rank 4")
+        raise UsageError("LSHCumulation: query_codes, key_codes and value must have rank 4")
     b, h, sq, m = query_codes.shape
     sk = key_codes.shape[2]
     dv = value.shape[-1]
     if tuple(key_codes.shape) != (b, h, sk, m):
-        raise ValueError(
+        raise UsageError(
             f"LSHCumulation: key_codes must have shape [B,H,Sk,m]=({b},{h},Sk,{m}), "
             f"got {tuple(key_codes.shape)}"
         )
     if tuple(value.shape) != (b, h, sk, dv):
-        raise ValueError(
+        raise UsageError(
             f"LSHCumulation: value must have shape [B,H,Sk,Dv]=({b},{h},{sk},Dv), got {tuple(value.shape)}"
         )
     if tuple(query_mask.shape) != (b, sq) or tuple(key_mask.shape) != (b, sk):
-        raise ValueError("LSHCumulation: masks must have shapes [B,Sq] and [B,Sk]")
+        raise UsageError("LSHCumulation: masks must have shapes [B,Sq] and [B,Sk]")
     if not 0 < hash_code_len <= MAX_HASH_CODE_LEN:
-        raise ValueError(f"LSHCumulation: hash_code_len must be in [1, {MAX_HASH_CODE_LEN}]")
+        raise UsageError(f"LSHCumulation: hash_code_len must be in [1, {MAX_HASH_CODE_LEN}]")
     buckets = 1 << hash_code_len
     for name, codes in (("query_codes", query_codes), ("key_codes", key_codes)):
         if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= buckets):
-            raise ValueError(
+            raise UsageError(
                 f"LSHCumulation: {name} holds a code outside [0, 2^{hash_code_len}) = [0, {buckets})"
             )
     out = torch.zeros(b, h, sq, dv, dtype=torch.float32, device=value.device)

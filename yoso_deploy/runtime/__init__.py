@@ -1,7 +1,11 @@
 """Running exported YOSO models with ONNX Runtime: sessions, task models, tokenizer, pipelines.
 
-This package imports neither torch nor transformers (nor onnx, onnxscript, polygraphy): it is what
-the bare ``pip install yoso-deploy`` runs. Names other than the session helpers load lazily.
+Owns :mod:`.session` (sessions with ``libyoso_ort.so`` registered), :mod:`.models` (the task models: the one
+inference path, inputs checked before ONNX Runtime sees them), :mod:`.tokenizer`, :mod:`.base` /
+:mod:`.pipelines` / :mod:`.qa` (every task's pipeline), :mod:`.records` (JSON records to pipeline calls) and
+:mod:`.inputs` (inputs from JSON or texts). May import: the shared modules, onnxruntime, numpy, tokenizers --
+never torch, transformers, onnx, onnxscript or polygraphy: it is what the bare ``pip install yoso-deploy``
+runs. Names other than the session helpers load lazily.
 
     from yoso_deploy.runtime import pipeline, YosoOrtModel
     qa = pipeline("out/qa")                      # the export's task picks the pipeline
@@ -44,6 +48,7 @@ _LAZY = {
     "Answer": ".qa",
     "QuestionAnsweringPipeline": ".qa",
     "FeatureExtractionPipeline": ".pipelines",
+    "run_texts": ".pipelines",
     "FillMaskPipeline": ".pipelines",
     "MultipleChoicePipeline": ".pipelines",
     "Pipeline": ".pipelines",

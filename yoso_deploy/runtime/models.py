@@ -28,11 +28,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import tasks
+from ..constants import CONFIG_FILE
+from ..errors import UsageError
 from ..manifest import check_usable, expand_path, load_manifest, model_file, validate_manifest
 from .session import CUDA, create_session
 
 
-class InputError(ValueError):
+class InputError(UsageError):
     """A model input that ONNX Runtime must not see (wrong dtype, range, shape, ...)."""
 
 
@@ -182,7 +184,7 @@ class YosoOrtModel:
     def _check_task(cls, manifest: dict, model_dir=None) -> None:
         if cls.task is not None and manifest["task"] != cls.task:
             where = repr(str(model_dir)) if model_dir is not None else "the model"
-            raise ValueError(
+            raise UsageError(
                 f"{where} is a {manifest['task']!r} export; {cls.__name__} needs task "
                 f"{cls.task!r} (re-export with --task {cls.task}, or use the matching class)"
             )
@@ -243,7 +245,7 @@ class YosoOrtModel:
     def config(self) -> dict:
         """The checkpoint's ``config.json`` (empty if the model was built without one)."""
         if self._config is None:
-            path = self.model_dir / "config.json" if self.model_dir is not None else None
+            path = self.model_dir / CONFIG_FILE if self.model_dir is not None else None
             self._config = json.loads(path.read_text()) if path is not None and path.is_file() else {}
         return self._config
 
@@ -278,7 +280,7 @@ class YosoOrtModel:
         names = list(output_names) if output_names is not None else self.output_names
         unknown = [n for n in names if n not in self.output_names]
         if unknown:
-            raise ValueError(f"unknown output(s) {', '.join(unknown)}; the session has {', '.join(self.output_names)}")
+            raise UsageError(f"unknown output(s) {', '.join(unknown)}; the session has {', '.join(self.output_names)}")
         if not self.uses_cuda:
             return dict(zip(names, self.session.run(names, feeds)))
         # CUDA: inputs copied to the device once, outputs allocated on the device by ORT.

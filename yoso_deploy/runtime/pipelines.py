@@ -26,103 +26,22 @@ Every pipeline runs the runtime model classes (:mod:`yoso_deploy.runtime.models`
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 import numpy as np
 
 from .. import tasks
-from ..manifest import check_usable, expand_path, load_manifest
-from .models import TASK_MODELS, YosoOrtModel
-from .tokenizer import Tokenizer, TokenizerError
-
-SESSION_KWARGS = ("provider", "device_id", "gpu_mem_limit", "intra_op_threads", "inter_op_threads",
-                  "optimized_cache_dir", "allow_failed_export")
-
-
-def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    e = np.exp(x - np.max(x, axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)
-
-
-def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
-
-
-class Pipeline:
-    """Base: a runtime model of the pipeline's task, its tokenizer, and default decoding parameters."""
-
-    task: str = ""
-
-    def __init__(self, model: YosoOrtModel, tokenizer, batch_size: int = 8, **defaults):
-        model_task = getattr(model, "manifest", {}).get("task", self.task)
-        if model_task != self.task:
-            raise ValueError(f"{type(self).__name__} needs a {self.task!r} model, got a {model_task!r} export; use "
-                             f"yoso_deploy.runtime.pipeline(model_dir) to get the export's own pipeline")
-        if not isinstance(tokenizer, Tokenizer):
-            tokenizer = Tokenizer.from_transformers(tokenizer)
-        self.model = model
-        self.tokenizer = tokenizer
-        self.batch_size = max(1, int(batch_size))
-        self.defaults = dict(tasks.get(self.task).decoding)
-        unknown = [k for k in defaults if k not in self.defaults]
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no option {', '.join(unknown)} "
-                            f"(options: {', '.join(self.defaults) or 'none'})")
-        self.defaults.update(defaults)
-
-    @classmethod
-    def from_pretrained(cls, model_dir: str | Path, batch_size: int = 8, **kwargs):
-        """Load the export (runtime model + tokenizer). Session options (``provider``, ``intra_op_threads``,
-        ``optimized_cache_dir``, ``allow_failed_export``, ...) go to the model, the rest are decoding defaults."""
-        model_dir = expand_path(model_dir)
-        session_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in SESSION_KWARGS}
-        # A refused export (failed parity check) is said first, then a missing tokenizer, before any session.
-        check_usable(load_manifest(model_dir), allow_failed=session_kwargs.get("allow_failed_export", False),
-                     model_dir=model_dir)
-        tok = Tokenizer.from_dir(model_dir)
-        model = TASK_MODELS[cls.task].from_pretrained(model_dir, **session_kwargs)
-        return cls(model, tok, batch_size=batch_size, **kwargs)
-
-    def _options(self, params: dict) -> dict:
-        unknown = [k for k in params if k not in self.defaults]
-        if unknown:
-            raise TypeError(f"{type(self).__name__} has no option {', '.join(unknown)} "
-                            f"(options: {', '.join(self.defaults) or 'none'})")
-        return {**self.defaults, **{k: v for k, v in params.items()}}
-
-    def _forward(self, enc, output: str) -> np.ndarray:
-        """``output`` for every row of ``enc``, run in batches of ``batch_size`` rows."""
-        feeds = enc.model_inputs(self.model.input_names)
-        rows = len(enc)
-        outs = []
-        for i in range(0, rows, self.batch_size):
-            out = self.model.run({k: v[i:i + self.batch_size] for k, v in feeds.items()}, output_names=[output])
-            outs.append(out[output])
-        return np.concatenate(outs) if len(outs) > 1 else outs[0]
-
-    def _encode(self, texts, pairs=None, truncation=False):
-        return self.tokenizer(texts, pairs, max_length=self.model.max_sequence_length,
-                              truncation="longest_first" if truncation else False)
-
-
-def _texts(inputs, what: str = "text") -> tuple[list[str], bool]:
-    single = isinstance(inputs, str)
-    texts = [inputs] if single else list(inputs)
-    if not texts:
-        raise ValueError(f"no {what} given")
-    for t in texts:
-        if not isinstance(t, str):
-            raise ValueError(f"each {what} must be a string, got {type(t).__name__}")
-        if not t.strip():
-            raise ValueError(f"the {what} is empty")
-    return texts, single
+from ..errors import OptionError, UsageError
+from ..manifest import load_manifest
+from .base import SESSION_KWARGS, Pipeline, _texts, sigmoid, softmax, stitch_windows  # noqa: F401 - re-exported
+from .qa import QuestionAnsweringPipeline
+from .tokenizer import TokenizerError  # noqa: F401 - re-exported
 
 
 class TextClassificationPipeline(Pipeline):
     """Labels of texts (or text pairs): ``[{"label", "score"}, ...]``, best first, ``top_k`` of them
-    (``None``: all labels). ``function_to_apply``: ``softmax``, ``sigmoid`` or ``none``; by default, as in
+    (``None``: all labels); without ``top_k``, as transformers, each text's best label as one dict (a single
+    string: ``[{"label", "score"}]``, a list of texts: one dict per text). ``function_to_apply``: ``softmax``, ``sigmoid`` or ``none``; by default, as in
     transformers, none for ``problem_type="regression"``, sigmoid for multi-label or a single label,
     softmax otherwise."""
 
@@ -132,7 +51,7 @@ class TextClassificationPipeline(Pipeline):
         if override is not None:
             f = str(override).lower()
             if f not in ("softmax", "sigmoid", "none"):
-                raise ValueError(f"function_to_apply must be softmax, sigmoid or none, got {override!r}")
+                raise UsageError(f"function_to_apply must be softmax, sigmoid or none, got {override!r}")
             return f
         cfg = self.model.config
         problem, n = cfg.get("problem_type"), len(self.model.id2label) or 2
@@ -148,19 +67,22 @@ class TextClassificationPipeline(Pipeline):
             items = [inputs] if isinstance(inputs, dict) else list(inputs)
             single = isinstance(inputs, dict)
             if not all("text" in d for d in items):
-                raise ValueError('each input dict needs a "text" key (and optionally "text_pair")')
+                raise UsageError('each input dict needs a "text" key (and optionally "text_pair")')
             texts = [d["text"] for d in items]
             pairs = [d.get("text_pair") for d in items]
             if all(p is None for p in pairs):
                 pairs = None
             elif any(p is None for p in pairs):
-                raise ValueError('give "text_pair" for every input dict or for none')
+                raise UsageError('give "text_pair" for every input dict or for none')
         else:
             texts, single = _texts(inputs)
             pairs = None if text_pair is None else ([text_pair] * len(texts) if isinstance(text_pair, str) else list(text_pair))
         top_k = opts["top_k"]
         if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
-            raise ValueError(f"top_k must be a positive integer or None (all labels), got {top_k!r}")
+            raise UsageError(f"top_k must be a positive integer or None (all labels), got {top_k!r}")
+        # As transformers: without an explicit top_k each text gets its best label as one dict, and a single
+        # string a list holding that dict; with top_k (or None: all) each text gets a ranked list.
+        legacy = "top_k" not in params and "top_k" not in self.explicit
         fn = self.function_to_apply(opts["function_to_apply"])
         logits = self._forward(self._encode(texts, pairs, truncation), "logits").astype(np.float64)
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
@@ -169,37 +91,10 @@ class TextClassificationPipeline(Pipeline):
         for row in scores:
             ranked = sorted(({"label": labels.get(i, f"LABEL_{i}"), "score": float(s)} for i, s in enumerate(row)),
                             key=lambda d: d["score"], reverse=True)
-            results.append(ranked if top_k is None else ranked[:top_k])
+            results.append(ranked[0] if legacy else ranked if top_k is None else ranked[:top_k])
+        if legacy:
+            return [results[0]] if single else results
         return results[0] if single else results
-
-
-def stitch_windows(enc, sequence: int = 1):
-    """The tokens of ``sequence`` (1: the context of a pair, 0: a single text) over all windows, once each,
-    in document order.
-
-    Returns ``(owner, position, offsets)``: for each token, the window whose outputs it takes (the one
-    where it has the most context, ``min(left, right) + 0.01 * window length``; ties: the first such
-    window), its index in that window, and its character offsets. Tokens are identified across
-    windows by their character offsets, plus their order among tokens with the same offsets (which some
-    normalisers produce)."""
-    best: dict[tuple, tuple[float, int, int]] = {}
-    for w in range(len(enc["input_ids"])):
-        positions = [i for i, s in enumerate(enc.sequence_ids(w)) if s == sequence]
-        n = len(positions)
-        seen: dict[tuple, int] = {}
-        offsets = enc["offset_mapping"][w]
-        for k, i in enumerate(positions):
-            off = tuple(int(x) for x in offsets[i])
-            seen[off] = seen.get(off, -1) + 1
-            key = (*off, seen[off])
-            score = min(k, n - 1 - k) + 0.01 * n
-            if key not in best or score > best[key][0]:
-                best[key] = (score, w, i)
-    keys = sorted(best)
-    owner = np.array([best[k][1] for k in keys], dtype=np.int64)
-    position = np.array([best[k][2] for k in keys], dtype=np.int64)
-    offsets = np.array([k[:2] for k in keys], dtype=np.int64).reshape(-1, 2)
-    return owner, position, offsets
 
 
 AGGREGATIONS = ("none", "simple", "first", "average", "max")
@@ -222,7 +117,7 @@ class TokenClassificationPipeline(Pipeline):
         opts = self._options(params)
         agg = str(opts["aggregation_strategy"] or "none").lower()
         if agg not in AGGREGATIONS:
-            raise ValueError(f"aggregation_strategy must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
+            raise UsageError(f"aggregation_strategy must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
         ignore = list(opts["ignore_labels"] or ())
         texts, single = _texts(inputs)
         results = [self._one(t, agg, ignore, int(opts["stride"])) for t in texts]
@@ -325,10 +220,10 @@ class FillMaskPipeline(Pipeline):
         opts = self._options(params)
         top_k = opts["top_k"]
         if not isinstance(top_k, int) or top_k < 1:
-            raise ValueError(f"top_k must be a positive integer, got {top_k!r}")
+            raise UsageError(f"top_k must be a positive integer, got {top_k!r}")
         mask_id = self.tokenizer.mask_token_id
         if mask_id is None:
-            raise ValueError("the export's tokenizer defines no mask token (tokenizer_config.json 'mask_token'); "
+            raise UsageError("the export's tokenizer defines no mask token (tokenizer_config.json 'mask_token'); "
                              "fill-mask needs one")
         texts, single = _texts(inputs)
         target_ids = self._target_ids(targets) if targets is not None else None
@@ -336,7 +231,7 @@ class FillMaskPipeline(Pipeline):
         ids = enc["input_ids"]
         for r, t in enumerate(texts):
             if not (ids[r] == mask_id).any():
-                raise ValueError(f"no mask token {self.tokenizer.mask_token} in {t[:60]!r}; put "
+                raise UsageError(f"no mask token {self.tokenizer.mask_token} in {t[:60]!r}; put "
                                  f"{self.tokenizer.mask_token} where a word should be predicted")
         logits = self._forward(enc, "logits")
         results = []
@@ -374,7 +269,7 @@ class FillMaskPipeline(Pipeline):
                 tid = pieces[0]
             ids.append(int(tid))
         if not ids:
-            raise ValueError(f"none of the targets {targets} is in the vocabulary; give words the tokenizer knows")
+            raise UsageError(f"none of the targets {targets} is in the vocabulary; give words the tokenizer knows")
         return np.array(sorted(set(ids)), dtype=np.int64)
 
 
@@ -392,7 +287,7 @@ class FeatureExtractionPipeline(Pipeline):
         opts = self._options(params)
         pooling = str(opts["pooling"]).lower()
         if pooling not in POOLINGS:
-            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {opts['pooling']!r}")
+            raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {opts['pooling']!r}")
         texts, single = _texts(inputs)
         enc = self._encode(texts, None, truncation)
         hidden = self._forward(enc, "last_hidden_state").astype(np.float32)
@@ -428,7 +323,7 @@ class MultipleChoicePipeline(Pipeline):
             _texts(p, "prompt")
             cs, _ = _texts(cs, "choice")
             if len(cs) < 2:
-                raise ValueError("give at least two choices")
+                raise UsageError("give at least two choices")
             enc = self.tokenizer([p] * len(cs), cs, max_length=self.model.max_sequence_length,
                                  truncation="longest_first" if truncation else False)
             feeds = {k: v[None] for k, v in enc.model_inputs(self.model.input_names).items()}
@@ -439,12 +334,46 @@ class MultipleChoicePipeline(Pipeline):
         return results[0] if single else results
 
 
+def run_texts(pipe: Pipeline, texts, text_pair: str | None = None, **options):
+    """Texts through an export's pipeline, the way ``yoso-deploy run --text`` gives them: for ``qa`` each text is a
+    question about ``text_pair``; for ``multiple-choice`` the first is the prompt and the others the choices;
+    otherwise the texts (``text_pair`` only for sequence classification). One text gives what the pipeline
+    returns for one input (as transformers' pipeline would); several give a list of those.
+
+    ``options`` are the task's decoding options (the registry's ``decoding``); another is an
+    :class:`~yoso_deploy.errors.OptionError` naming the tasks that take it."""
+    task = pipe.task
+    texts = [texts] if isinstance(texts, str) else list(texts)
+    if not texts:
+        raise UsageError("no text given", fix="give at least one --text")
+    takes = tasks.get(task).decoding
+    for name in options:
+        if name not in takes:
+            takers = sorted(t.name for t in tasks.TASKS.values() if name in t.decoding)
+            raise OptionError(f"{name} is an option of the {', '.join(takers) or 'no'} pipelines, not of {task}",
+                              fix=f"drop it (the {task} pipeline takes: {', '.join(takes) or 'no options'})")
+    if text_pair is not None and task not in ("qa", "sequence-classification"):
+        raise UsageError(f"a text pair is for qa and sequence-classification exports, not {task}",
+                         fix="drop --text-pair")
+    if task == "qa":
+        if not text_pair:
+            raise UsageError("a qa export answers questions about a context", fix="give --text QUESTION --text-pair CONTEXT")
+        res = [pipe(question=q, context=text_pair, **options) for q in texts]
+        return res[0] if len(res) == 1 else res
+    if task == "multiple-choice":
+        if len(texts) < 3:
+            raise UsageError("a multiple-choice export needs a prompt and at least two choices",
+                             fix="give --text PROMPT --text CHOICE --text CHOICE [...]")
+        return pipe(texts[0], texts[1:], **options)
+    inputs = texts[0] if len(texts) == 1 else texts
+    if task == "sequence-classification":
+        return pipe(inputs, text_pair=text_pair, **options)
+    return pipe(inputs, **options)
+
+
 def pipeline_class(task: str):
     """The pipeline class of a task (name or alias), from the task registry."""
-    t = tasks.get(task)
-    if t.name == "qa":
-        return importlib.import_module(".qa", __package__).QuestionAnsweringPipeline
-    return globals()[t.pipeline]
+    return globals()[tasks.get(task).pipeline]
 
 
 def pipeline(model_dir: str | Path, task: str | None = None, **kwargs):
@@ -454,11 +383,11 @@ def pipeline(model_dir: str | Path, task: str | None = None, **kwargs):
     ``allow_failed_export``, ...), ``batch_size``, and the task's decoding defaults (e.g. ``top_k``)."""
     manifest = load_manifest(model_dir)
     if task is not None and tasks.canonical_task(task) != manifest["task"]:
-        raise ValueError(f"{str(model_dir)!r} is a {manifest['task']!r} export, not {tasks.canonical_task(task)!r}; "
-                         f"re-export it with --task {task} or drop the task argument")
+        raise UsageError(f"{str(model_dir)!r} is a {manifest['task']!r} export, not {tasks.canonical_task(task)!r}",
+                         fix=f"re-export it with --task {task} or drop the task argument")
     return pipeline_class(manifest["task"]).from_pretrained(model_dir, **kwargs)
 
 
 __all__ = ["FeatureExtractionPipeline", "FillMaskPipeline", "MultipleChoicePipeline", "Pipeline",
-           "TextClassificationPipeline", "TokenClassificationPipeline", "TokenizerError", "pipeline",
-           "pipeline_class", "softmax", "stitch_windows"]
+           "QuestionAnsweringPipeline", "TextClassificationPipeline", "TokenClassificationPipeline", "TokenizerError",
+           "pipeline", "pipeline_class", "run_texts", "softmax", "stitch_windows"]

@@ -33,8 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import UsageError
+from .base import Pipeline, stitch_windows  # noqa: F401 - stitch_windows re-exported
 from .models import YosoOrtForQuestionAnswering
-from .pipelines import Pipeline, stitch_windows  # noqa: F401 - stitch_windows re-exported
 from .tokenizer import Tokenizer
 
 
@@ -55,6 +56,15 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
+def read_context(path: str | Path, option: str = "context file") -> str:
+    """A context from a UTF-8 text file (a clear error for another encoding)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UsageError(f"{option} {str(path)!r} is not UTF-8 text ({e.reason} at byte {e.start})",
+                         fix="convert it to UTF-8") from None
+
+
 class QuestionAnsweringPipeline(Pipeline):
     task = "qa"
 
@@ -69,7 +79,7 @@ class QuestionAnsweringPipeline(Pipeline):
         if not explicit:  # the default (128) shrinks for short windows: at most a quarter of the window
             stride = min(stride, self.max_seq_len // 4)
         if stride < 0 or stride >= self.max_seq_len // 2:
-            raise ValueError(f"doc_stride must be in [0, {self.max_seq_len // 2}) for windows of {self.max_seq_len} "
+            raise UsageError(f"doc_stride must be in [0, {self.max_seq_len // 2}) for windows of {self.max_seq_len} "
                              f"tokens, got {stride}; lower --doc-stride or raise --max-seq-len")
         self.doc_stride = stride
         self.defaults["doc_stride"] = stride
@@ -100,11 +110,11 @@ class QuestionAnsweringPipeline(Pipeline):
                handle_impossible_answer: bool = False) -> list[Answer]:
         """The ``top_k`` best answers (highest score first) of ``question`` in ``context``."""
         if not isinstance(question, str) or not question.strip():
-            raise ValueError("the question is empty")
+            raise UsageError("the question is empty")
         if not isinstance(context, str) or not context.strip():
-            raise ValueError("the context is empty")
+            raise UsageError("the context is empty")
         if not isinstance(top_k, int) or not isinstance(max_answer_len, int) or top_k < 1 or max_answer_len < 1:
-            raise ValueError("top_k and max_answer_len must be integers >= 1")
+            raise UsageError("top_k and max_answer_len must be integers >= 1")
         enc = self.encode(question, context)
         ids = enc["input_ids"]
         mask = enc["attention_mask"]

@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import tasks
+from ..errors import UsageError
 
 ENDPOINT_ALIASES = {"embeddings": "base", "embedding": "base", "classification": "sequence-classification"}
 
@@ -73,7 +74,7 @@ FIELDS = {
 RESERVED = ("id",)  # batch records carry an id; it is not a pipeline field
 
 
-class RecordError(ValueError):
+class RecordError(UsageError):
     """A record the task's pipeline cannot take (the message names the field and the fix)."""
 
 
@@ -132,8 +133,8 @@ def run_record(pipe, task: str, record) -> object:
     if task == "multiple-choice":
         return to_json(pipe(f["prompt"], f["choices"], **{k: f[k] for k in ("truncation",) if k in f}))
     texts = f.pop("text")
-    if task == "sequence-classification":
-        return to_json(pipe(texts, **f))
+    if task == "sequence-classification":  # a ranked list per text (top_k 1 unless asked), whatever transformers' default
+        return to_json(pipe(texts, **{"top_k": 1, **f}))
     if task == "base":
         vecs = pipe(texts, **f)
         wrap = (lambda v: {"embedding": to_json(v)})

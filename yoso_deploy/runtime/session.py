@@ -7,29 +7,30 @@ import os
 from pathlib import Path
 
 from .._native import ort_build_info, ort_library_path
+from ..errors import NotFoundError, UnavailableError, UsageError, YosoDeployError
 
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 PROVIDER_ALIASES = {"cpu": CPU, "cuda": CUDA, CPU.lower(): CPU, CUDA.lower(): CUDA}
 
 
-class RuntimeVersionError(RuntimeError):
+class RuntimeVersionError(UnavailableError):
     """The installed onnxruntime is older than the API libyoso_ort.so was built against."""
 
 
-class ProviderUnavailableError(RuntimeError):
+class ProviderUnavailableError(UnavailableError):
     """A requested execution provider is not available in this onnxruntime build."""
 
 
-class LibraryLoadError(RuntimeError):
+class LibraryLoadError(UnavailableError):
     """libyoso_ort.so exists but ONNX Runtime cannot load it (not a shared library, wrong arch, ...)."""
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(YosoDeployError, RuntimeError):
     """The ONNX model file cannot be parsed (corrupt or truncated)."""
 
 
-class UnsupportedPrecisionError(RuntimeError):
+class UnsupportedPrecisionError(UnavailableError):
     """The model's precision has no kernels on the requested providers (a float16 export on the CPU)."""
 
 
@@ -71,11 +72,11 @@ def session_options(intra_op_threads: int | None = None, inter_op_threads: int |
         ) from e
     if intra_op_threads is not None:
         if int(intra_op_threads) < 0:
-            raise ValueError(f"intra_op_threads must be >= 0 (0 = all cores), got {intra_op_threads}")
+            raise UsageError(f"intra_op_threads must be >= 0 (0 = all cores), got {intra_op_threads}")
         so.intra_op_num_threads = int(intra_op_threads)
     if inter_op_threads is not None:
         if int(inter_op_threads) < 0:
-            raise ValueError(f"inter_op_threads must be >= 0, got {inter_op_threads}")
+            raise UsageError(f"inter_op_threads must be >= 0, got {inter_op_threads}")
         so.inter_op_num_threads = int(inter_op_threads)
     return so
 
@@ -192,7 +193,7 @@ def create_session(
     if data is None:
         model_path = Path(os.path.expanduser(os.fspath(model_path)))
         if not model_path.is_file():
-            raise FileNotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
+            raise NotFoundError(f"ONNX model {str(model_path)!r} does not exist; export one with 'yoso-deploy export'")
         source, what, path = model_path, repr(str(model_path)), model_path
     else:
         source, what, path = data, "the in-memory model", None

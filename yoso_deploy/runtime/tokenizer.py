@@ -20,12 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import TOKENIZER_FILE
+from ..errors import NotFoundError, UsageError
 from ..manifest import expand_path
 
 SPECIAL_KEYS = ("cls_token", "sep_token", "pad_token", "mask_token", "unk_token", "bos_token", "eos_token")
 
 
-class TokenizerError(ValueError):
+class TokenizerError(UsageError):
     """The text cannot be tokenized as asked (the message names the fix)."""
 
 
@@ -101,9 +103,9 @@ class Tokenizer:
         from tokenizers import Tokenizer as RustTokenizer
 
         model_dir = expand_path(model_dir)
-        path = model_dir / "tokenizer.json"
+        path = model_dir / TOKENIZER_FILE
         if not path.is_file():
-            raise FileNotFoundError(
+            raise NotFoundError(
                 f"{str(model_dir)!r} has no tokenizer.json; export from a checkpoint that has a fast tokenizer "
                 "(tokenizer.json), or pass token ids (--input JSON)"
             )
@@ -128,7 +130,7 @@ class Tokenizer:
         """Wrap a transformers fast tokenizer (its ``backend_tokenizer`` and special tokens)."""
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
-            raise TypeError("a fast tokenizer (with backend_tokenizer / tokenizer.json) is needed for offsets")
+            raise UsageError("a fast tokenizer (with backend_tokenizer / tokenizer.json) is needed for offsets")
         special = {k: getattr(tokenizer, k, None) for k in SPECIAL_KEYS}
         from tokenizers import Tokenizer as RustTokenizer
 

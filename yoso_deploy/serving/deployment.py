@@ -22,9 +22,11 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ..constants import MANIFEST_FILE, SERVE_BATCH_WAIT_MS, SERVE_MAX_BATCH_SIZE
+from ..errors import NotFoundError, UsageError
 from .server import DEFAULT_MAX_REQUEST_BYTES, InferenceServer, model_dir_arg
 
-DEFAULTS = {"replicas": 1, "max_batch_size": 8, "batch_wait_ms": 5.0, "threads": None, "name": None,
+DEFAULTS = {"replicas": 1, "max_batch_size": SERVE_MAX_BATCH_SIZE, "batch_wait_ms": SERVE_BATCH_WAIT_MS, "threads": None, "name": None,
             "max_ongoing_requests": None, "max_queued_requests": None, "num_cpus": 1.0,
             "allow_failed_export": False, "max_request_bytes": DEFAULT_MAX_REQUEST_BYTES,
             "optimized_cache_dir": None}
@@ -34,7 +36,7 @@ def _bind_replica_grpc_to_loopback() -> None:
     """In a loopback-only cluster (:func:`loopback_only_env`), bind the replica's inter-deployment gRPC server
     to 127.0.0.1 instead of ``[::]`` (Ray 2.60 hard-codes all interfaces there; every other Ray server follows
     the node address). Clients reach it at the node address, which is 127.0.0.1 in such a cluster. If Ray's
-    internals differ, nothing is changed (``tests/test_serving_ray.py`` checks every socket)."""
+    internals differ, nothing is changed (``tests/serving/test_serving_ray.py`` checks every socket)."""
     if os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER") != "0":
         return
     try:
@@ -75,7 +77,8 @@ def _rows(items) -> int:
 class YosoModelDeployment:
     """One replica: the model, its pipeline, the dynamic batcher; an ASGI-free ``__call__`` for HTTP."""
 
-    def __init__(self, model_dir: str, name: str | None = None, max_batch_size: int = 8, batch_wait_ms: float = 5.0,
+    def __init__(self, model_dir: str, name: str | None = None, max_batch_size: int = SERVE_MAX_BATCH_SIZE,
+                 batch_wait_ms: float = SERVE_BATCH_WAIT_MS,
                  threads: int | None = None, allow_failed_export: bool = False,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, pipeline_threads: int = 8,
                  optimized_cache_dir: str | None = None):
@@ -88,7 +91,7 @@ class YosoModelDeployment:
         self._batched.set_max_batch_size(int(max_batch_size))
         self._batched.set_batch_wait_timeout_s(float(batch_wait_ms) / 1000.0)
 
-    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.005, batch_size_fn=_rows)
+    @serve.batch(max_batch_size=SERVE_MAX_BATCH_SIZE, batch_wait_timeout_s=SERVE_BATCH_WAIT_MS / 1000, batch_size_fn=_rows)
     async def _batched(self, items):
         return await self.server.run_items_async(items)
 
@@ -121,10 +124,10 @@ def _parse(args: dict) -> dict:
     """``serve run ... key=value`` arguments (strings) or Python values -> typed options."""
     unknown = [k for k in args if k not in DEFAULTS and k != "model"]
     if unknown:
-        raise ValueError(f"unknown argument {unknown[0]!r} for yoso_deploy.serving:build_app; arguments: model, "
+        raise UsageError(f"unknown argument {unknown[0]!r} for yoso_deploy.serving:build_app; arguments: model, "
                          + ", ".join(DEFAULTS))
     if "model" not in args:
-        raise ValueError("build_app needs model=EXPORT_DIR (an export made by 'yoso-deploy export')")
+        raise UsageError("build_app needs model=EXPORT_DIR (an export made by 'yoso-deploy export')")
     out: dict[str, Any] = dict(DEFAULTS)
     for k, v in args.items():
         if k == "model" or v is None:
@@ -141,12 +144,12 @@ def _parse(args: dict) -> dict:
             else:
                 out[k] = int(v)
         except ValueError:
-            raise ValueError(f"argument {k}={v!r} must be a number") from None
+            raise UsageError(f"argument {k}={v!r} must be a number") from None
     for k in ("replicas", "max_batch_size"):
         if out[k] < 1:
-            raise ValueError(f"{k} must be >= 1, got {out[k]}")
+            raise UsageError(f"{k} must be >= 1, got {out[k]}")
     if out["batch_wait_ms"] < 0:
-        raise ValueError(f"batch_wait_ms must be >= 0, got {out['batch_wait_ms']}")
+        raise UsageError(f"batch_wait_ms must be >= 0, got {out['batch_wait_ms']}")
     return out
 
 
@@ -160,8 +163,8 @@ def build_app(args: dict | None = None, **kwargs):
     scheduling), ``allow_failed_export``, ``max_request_bytes``, ``optimized_cache_dir``."""
     o = _parse({**(args or {}), **kwargs})
     model_dir = model_dir_arg(o["model"])
-    if not (model_dir / "yoso_export.json").is_file():
-        raise FileNotFoundError(f"{str(model_dir)!r} is not an export directory (no yoso_export.json); run "
+    if not (model_dir / MANIFEST_FILE).is_file():
+        raise NotFoundError(f"{str(model_dir)!r} is not an export directory (no yoso_export.json); run "
                                 "'yoso-deploy export' first")
     ongoing = o["max_ongoing_requests"] or 2 * o["max_batch_size"]
     queued = o["max_queued_requests"] if o["max_queued_requests"] is not None else 8 * ongoing

@@ -13,11 +13,14 @@ import signal
 import threading
 import time
 
+from ..constants import SERVE_BATCH_WAIT_MS, SERVE_HOST, SERVE_MAX_BATCH_SIZE, SERVE_PORT
+
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def serve_model(model, replicas: int = 1, max_batch_size: int = 8, batch_wait_ms: float = 5.0,
-                threads: int | None = None, host: str = "127.0.0.1", port: int = 8000, name: str | None = None,
+def serve_model(model, replicas: int = 1, max_batch_size: int = SERVE_MAX_BATCH_SIZE,
+                batch_wait_ms: float = SERVE_BATCH_WAIT_MS, threads: int | None = None, host: str = SERVE_HOST,
+                port: int = SERVE_PORT, name: str | None = None,
                 address: str | None = None, max_ongoing_requests: int | None = None,
                 max_queued_requests: int | None = None, num_cpus: float = 1.0, allow_failed_export: bool = False,
                 echo=print, ready_file=None, stop_event: threading.Event | None = None) -> None:
@@ -25,13 +28,13 @@ def serve_model(model, replicas: int = 1, max_batch_size: int = 8, batch_wait_ms
     the application answers (for scripts and tests)."""
     import json
 
+    from ..errors import UsageError
     from .deployment import build_app, loopback_only_env
-    from .server import default_model_name
-    from ..manifest import load_manifest
+    from .server import default_model_name, preflight
 
     if not 0 < int(port) < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {port}")
-    manifest = load_manifest(model)  # fails fast, before Ray starts
+        raise UsageError(f"--port must be in 1..65535, got {port}")
+    manifest = preflight(model, name, allow_failed_export)  # fails in seconds, with the cause, before Ray starts
     name = name or default_model_name(model)
     app = build_app({"model": str(model), "replicas": replicas, "max_batch_size": max_batch_size,
                      "batch_wait_ms": batch_wait_ms, "threads": threads, "name": name,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import UsageError
+
 HEADER_LENGTH = "inference-header-content-length"  # compared lower-case; HTTP header names are case-insensitive
 
 # Open Inference Protocol datatypes <-> numpy (BYTES has no fixed-size numpy type: refused for these models).
@@ -41,7 +43,7 @@ def datatype(dtype) -> str:
     return DATATYPE_OF[np.dtype(dtype)]
 
 
-class ProtocolError(ValueError):
+class ProtocolError(UsageError):
     """A request the server refuses: ``status`` (400, 404, 413, ...) and a one-line message."""
 
     def __init__(self, message: str, status: int = 400):

@@ -39,7 +39,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from .. import __version__
+from ..constants import __version__
+from ..errors import UsageError
 from ..manifest import expand_path
 from .batching import BatchStats, WorkItem, pad_values, run_batched, sequence_axes
 from .protocol import ProtocolError, encode_infer_response, error_body, parse_infer_request, tensor_metadata
@@ -55,6 +56,27 @@ _TASK_PATH = re.compile(r"^/v1/(?P<name>[^/]+)/(?P<task>[^/]+)$")
 def default_model_name(model_dir) -> str:
     """The name of a model in URLs: its export directory's name."""
     return expand_path(model_dir).resolve().name
+
+
+def check_model_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name):
+        raise UsageError(f"model name {name!r} may hold only letters, digits, '_', '.' and '-' (it is part of the URLs)",
+                         fix="pass --name")
+    return name
+
+
+def preflight(model_dir, name: str | None = None, allow_failed_export: bool = False) -> dict:
+    """What serving needs, checked in this process before any engine (Ray, uvicorn) starts, so that a broken
+    export fails in seconds with its cause: the export is usable, its model loads in ONNX Runtime (one thread,
+    released again), the name fits in URLs. Returns the manifest."""
+    from ..runtime.models import YosoOrtModel
+
+    check_model_name(name or default_model_name(model_dir))
+    model = YosoOrtModel.from_pretrained(expand_path(model_dir), intra_op_threads=1,
+                                         allow_failed_export=allow_failed_export)
+    manifest = model.manifest
+    del model
+    return manifest
 
 
 class _BatchedModel:
@@ -98,12 +120,9 @@ class InferenceServer:
         from ..runtime.tokenizer import Tokenizer
 
         if int(max_batch_size) < 1:
-            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+            raise UsageError(f"max_batch_size must be >= 1, got {max_batch_size}")
         self.model_dir = expand_path(model_dir).resolve()
-        self.name = name or default_model_name(self.model_dir)
-        if not re.fullmatch(r"[A-Za-z0-9_.\-]+", self.name):
-            raise ValueError(f"model name {self.name!r} may hold only letters, digits, '_', '.' and '-' (it is part "
-                             "of the URLs); pass --name")
+        self.name = check_model_name(name or default_model_name(self.model_dir))
         self.max_batch_size = int(max_batch_size)
         self.max_request_bytes = int(max_request_bytes)
         self.model = YosoOrtModel.from_pretrained(self.model_dir, intra_op_threads=threads,
@@ -219,7 +238,7 @@ class InferenceServer:
                 return self._json({"name": self.name, "ready": True})
             if rest == "/config":
                 self._method(method, "GET")
-                from ..triton_repo import model_config
+                from .triton_repo import model_config
 
                 return self._json(model_config(self.manifest, self.name, max_batch_size=self.max_batch_size,
                                                backend="onnxruntime"))

@@ -1,0 +1,2 @@
+"""The shared modules: the task registry, the manifest, tensor specs, checkpoints (torch-free except where a
+test builds a checkpoint)."""

@@ -1,0 +1,208 @@
+"""The export job, end to end: convert, check, optionally quantize, publish -- what ``yoso-deploy export`` runs.
+
+    from yoso_deploy.workflow import export
+    result = export("path/to/checkpoint", "out/qa", task="qa")        # ONNX + the post-export parity check
+    print(result.parity_table())
+
+The stages stay apart (:mod:`yoso_deploy.export` converts, :mod:`yoso_deploy.validation` judges,
+:mod:`yoso_deploy.quantization` quantizes); this module is the one place that runs them in order. It builds
+the export in a staging directory beside ``output`` and renames it into place at the end, so a failed export
+leaves nothing behind and never half-overwrites a previous one. A check that runs and fails is different: the
+files are published, marked ``failed`` in the manifest (every command then refuses them unless
+``--allow-failed-export``), and :class:`ParityError` (or the quantization's check error) is raised.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .constants import DEFAULT_ATOL, DEFAULT_EXPORT_DIR, DEFAULT_RTOL, MANIFEST_FILE, MODEL_FILE
+from .errors import CheckFailedError, UsageError
+from .manifest import expand_path
+
+
+class ParityError(CheckFailedError):
+    """The exported model disagrees with the PyTorch reference (the export is kept, marked as failed)."""
+
+    def __init__(self, message: str, result: "ExportResult"):
+        super().__init__(message)
+        self.result = result
+
+
+@dataclass
+class ExportResult:
+    output_dir: Path
+    onnx_path: Path
+    manifest: dict
+    export_seconds: float
+    parity: object = None  # yoso_deploy.validation.parity.ParityReport of the post-export check
+    parity_seconds: float = 0.0
+    skipped_validation: str = ""
+    check_shapes: tuple = ()
+    notes: list[str] = field(default_factory=list)
+    quantized: object = None  # yoso_deploy.quantization.QuantizeResult of ``quantize="int8"``
+
+    @property
+    def ok(self) -> bool:
+        return self.parity is None or self.parity.passed
+
+    def parity_table(self) -> str:
+        return "" if self.parity is None else self.parity.table()
+
+
+def _staging_dir(output: Path) -> tuple[Path, list[Path]]:
+    """A new directory beside ``output`` to build in, and the parent directories made for it (removed again
+    if the export fails). Refuses an ``output`` that is a file or a non-empty directory holding no export."""
+    from .export.exporter import ExportError
+
+    if output.exists() and not output.is_dir():
+        raise ExportError(f"output {str(output)!r} exists and is not a directory; choose a directory path")
+    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST_FILE).is_file():
+        raise ExportError(f"output directory {str(output)!r} is not empty and holds no previous export; "
+                          "choose an empty or new directory so nothing is overwritten")
+    made, parent = [], output.parent
+    while not parent.exists():
+        made.append(parent)
+        parent = parent.parent
+    try:
+        if not parent.is_dir():  # a path under a regular file
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(parent))
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = output.with_name(f".{output.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+        staging.mkdir()  # as any directory the user makes (umask), unlike mkdtemp's 0700
+    except OSError as e:
+        _remove_made(made)
+        raise ExportError(f"cannot write to output directory {str(output)!r}: {e.strerror or e}; "
+                          "choose a writable directory path") from e
+    return staging, made
+
+
+def _remove_made(made: list[Path]) -> None:
+    for d in made:  # deepest first
+        try:
+            d.rmdir()
+        except OSError:
+            break
+
+
+def _publish(staging: Path, output: Path) -> None:
+    """Put ``staging`` where ``output`` is: the old export (if any) is moved aside, then removed."""
+    old = None
+    if output.exists():
+        old = output.with_name(f".{output.name}.{os.getpid()}.old")
+        os.replace(output, old)
+    os.replace(staging, output)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _moved(path: Path, staging: Path, output: Path) -> Path:
+    return output / path.relative_to(staging)
+
+
+def export(
+    model: str | Path | None = None,
+    output: str | Path = DEFAULT_EXPORT_DIR,
+    task: str | None = None,
+    attention: str = "lsh",
+    opset: int | None = None,
+    seed: int = 0,
+    debug_codes: bool = False,
+    validate: bool = True,
+    atol: float = DEFAULT_ATOL,
+    rtol: float = DEFAULT_RTOL,
+    tolerances=None,
+    check_shapes=None,
+    verbose: bool = False,
+    dtype: str = "fp32",
+    portable: str | None = None,
+    quantize: str | None = None,
+    quantize_options: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> ExportResult:
+    """Export the YOSO checkpoint ``model`` (default: the embedded model) to the directory ``output``.
+
+    Converts (:func:`yoso_deploy.export.exporter.convert`), then with ``validate`` runs the post-export check
+    (:func:`yoso_deploy.validation.post_export.check_export`: ONNX Runtime against the PyTorch reference on
+    ``check_shapes``, tie-aware, layer by layer, within ``atol``/``rtol`` or ``tolerances``). With
+    ``quantize="int8"`` the checked fp32 export goes to ``output/fp32`` and its int8 quantization
+    (:func:`yoso_deploy.quantization.quantize`, ``quantize_options``) to ``output``. ``progress`` receives
+    one-line messages. A failed check raises :class:`ParityError` (or ``QuantizationCheckError``) after
+    publishing the files marked failed; any other failure leaves ``output`` as it was.
+    """
+    from .checkpoint import check_checkpoint_dir, checkpoint_task, default_checkpoint_dir
+    from .export.options import DEFAULT_OPSET, DEFAULT_PORTABLE, check_arguments, check_opset
+
+    # Everything that can be checked without torch is, first: a mistake is answered at once.
+    say = progress or (lambda msg: None)
+    opset = DEFAULT_OPSET if opset is None else opset
+    portable = DEFAULT_PORTABLE if portable is None else portable
+    task = check_arguments(task, attention, opset, dtype, portable, opset_known=False)
+    if quantize not in (None, "int8"):
+        raise UsageError(f"unknown quantization {quantize!r}", fix="choose int8 (or none)")
+    if quantize and dtype != "fp32":
+        raise UsageError("--quantize int8 starts from an fp32 export", fix="drop --dtype fp16")
+    source = check_checkpoint_dir(model if model is not None else default_checkpoint_dir())
+    task = checkpoint_task(source, task, require_head=True)
+    check_opset(opset)
+    output = expand_path(output)
+    staging, made = _staging_dir(output)
+    try:
+        from .export.exporter import convert  # torch, transformers, onnx, onnxscript
+
+        target = staging / "fp32" if quantize else staging
+        say(f"converting {model or 'the embedded default model'} ({task}) to ONNX ...")
+        converted = convert(source, target, task=task, attention=attention, opset=opset, seed=seed,
+                            debug_codes=debug_codes, verbose=verbose, dtype=dtype, portable=portable)
+        result = ExportResult(converted.output_dir, converted.onnx_path, converted.manifest, converted.seconds,
+                              notes=list(converted.notes))
+        if validate:
+            from .validation.parity import Tolerances
+            from .validation.post_export import check_export, failure_message
+
+            say("checking ONNX Runtime against the PyTorch reference ...")
+            check = check_export(converted, check_shapes, tolerances or Tolerances(atol=atol, rtol=rtol))
+            result.parity, result.parity_seconds = check.report, check.seconds
+            result.check_shapes, result.skipped_validation = check.shapes, check.skipped
+            if not check.ok:
+                _publish(staging, output)
+                result.output_dir = _moved(result.output_dir, staging, output)
+                result.onnx_path = _moved(result.onnx_path, staging, output)
+                raise ParityError(failure_message(check), result)
+        else:
+            result.skipped_validation = "not checked (validate=False / --no-validate)"
+            converted.manifest["parity"] = {"status": "skipped", "reason": result.skipped_validation}
+            from .manifest import write_manifest
+
+            write_manifest(converted.output_dir, converted.manifest)
+        del converted
+        if quantize:
+            from .quantization import QuantizationCheckError
+            from .quantization import quantize as quantize_export
+
+            say("quantizing to int8 ...")
+            try:
+                result.quantized = quantize_export(target, staging, validate=validate, progress=say,
+                                                   **(quantize_options or {}))
+            except QuantizationCheckError as e:
+                _publish(staging, output)
+                e.result.output_dir = output
+                e.result.onnx_path = output / MODEL_FILE
+                raise
+            result.quantized.output_dir = output
+            result.quantized.onnx_path = output / MODEL_FILE
+        _publish(staging, output)
+    except BaseException:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+            _remove_made(made)
+        raise
+    result.output_dir = _moved(result.output_dir, staging, output)
+    result.onnx_path = _moved(result.onnx_path, staging, output)
+    return result
