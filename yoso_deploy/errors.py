@@ -24,7 +24,8 @@ onnxruntime, numpy, tokenizers, click. Everything else is an extra, as in Optimu
   the torch reference);
 * ``[quantize]``: onnx -- ``yoso-deploy quantize`` (int8; onnxruntime.quantization, no torch);
 * ``[gpu]``: onnxruntime-gpu, tensorrt -- CUDA machines only;
-* ``[serve]``: ray[serve] -- ``yoso-deploy serve``; ``[batch]``: ray[data] -- ``yoso-deploy batch --ray``;
+* ``[serve]``: uvicorn, starlette -- ``yoso-deploy serve`` (the asgi engine); ``[ray]``: ray[serve] --
+  ``serve --engine ray``; ``[batch]``: ray[data] -- ``yoso-deploy batch --ray``;
 * ``[triton]``: tritonclient[http] (+ grpcio, protobuf for Triton's ModelConfig schema) -- checking
   ``triton-repo`` configs, the tritonclient examples;
 * ``[all]``: every extra but ``[gpu]``.
@@ -93,7 +94,8 @@ EXTRA_OF_MODULE = {
     "polygraphy": "validate",
     "matplotlib": "validate",
     "tensorrt": "gpu",
-    "ray": "serve",
+    "ray": "ray",
+    "uvicorn": "serve",
     "starlette": "serve",
     "pyarrow": "batch",
     "tritonclient": "triton",
@@ -104,6 +106,7 @@ EXTRA_OF_MODULE = {
 COMMAND_EXTRAS = {
     "quantize": "quantize",  # onnx (for onnxruntime.quantization), not the whole [export]
     "validate": "export,validate",  # polygraphy runs the backends; the PyTorch reference judges them
+    "batch": "batch",  # batch --ray: Ray Data (ray[data]), not Ray Serve
 }
 
 

@@ -1,25 +1,27 @@
 #!/usr/bin/env python3
-"""Serving benchmark: `yoso-deploy serve`'s Ray Serve application over loopback vs the runtime in-process.
-
-In one run, on one machine:
+"""Serving benchmark: `yoso-deploy serve`'s two engines over loopback vs the runtime in-process, in one run.
 
   in-process   one runtime session (YosoOrtModel, libyoso_ort.so) in this process, batch 1, calls back to back:
                p50/p99 latency and requests/s -- the reference, timed in slices alternating with the serve
                slices of every point (--rounds), so that load from elsewhere on a shared machine hits both alike;
-  serve        the Serve application of the same export on a private one-node Ray (127.0.0.1 only, started and
-               stopped here), dynamic batching on (--batch-wait-ms, --max-batch-size) and off (batch wait 0),
-               driven by a bounded loopback client: C threads, one keep-alive HTTP connection each, Open
-               Inference Protocol requests with binary tensors (what tritonclient.http sends), for --seconds
-               per point (alternating with the in-process slices) after a warm-up; every answer must be 200 and the first one of each point must equal
-               the in-process outputs (1e-4), else the run stops with exit 1.
+  asgi         `yoso-deploy serve` (the default engine: uvicorn, no Ray) in a subprocess, as users start it;
+  ray          the Ray Serve application of the same export on a private one-node Ray (127.0.0.1 only), with its
+               default dynamic batching (--ray-batch-wait-ms);
 
-Reported per (batching, S, concurrency): p50/p99 latency, requests/s, errors, and the dynamic-batching histogram
-of the replica; and the issue's goals: serving overhead at concurrency 1 <= 10 ms p50 over in-process,
-throughput at concurrency 16 >= 75 % of in-process single-session throughput, p99 <= 3 x p50. Writes
-OUT.json, OUT.md (table + the exact command + machine load) and OUT.png (latency vs concurrency).
+each driven by a bounded loopback client: C threads, one keep-alive HTTP connection each, Open Inference Protocol
+requests with binary tensors (what tritonclient.http sends), for --seconds per point after a warm-up; every answer
+must be 200 and the first one of each point must equal the in-process outputs (1e-4), else the run stops (exit 1).
 
-    python scripts/bench/bench_serve.py --model out/qa                         # S 128,512; C 1,4,16; ~4 minutes
-    python scripts/bench/bench_serve.py --model out/qa --seconds 3 --seq-lens 128 --out /tmp/b
+The attack scenario (per engine): 8 clients send small requests (S = the smallest --seq-lens) for --attack-seconds,
+first alone, then while one more client sends maximum-size QA requests (a context just under --max-tokens) back to
+back: the small requests' p50/p99 with and without the attacker, and what the attacker got (200s, 503s).
+
+Goals (the issue's): asgi overhead at C=1 <= 2 ms p50 over in-process; asgi requests/s at C=16 >= 85 % of
+in-process; small requests' p99 during the attack <= 3 x their p99 without it; Ray overhead at C=1 <= 10 ms.
+Writes OUT.json, OUT.md (tables, goals, the command, CPU model and load) and OUT.png (latency vs concurrency).
+
+    python scripts/bench/bench_serve.py --model out/qa                      # S 128,512; C 1,4,16; ~6 minutes
+    python scripts/bench/bench_serve.py --model out/qa --seconds 2 --seq-lens 128 --engines asgi --out /tmp/b
 """
 
 from __future__ import annotations
@@ -41,10 +43,11 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))  # support.servers: private Ray clusters and the loopback client
 
-GOAL_OVERHEAD_MS = 10.0
-GOAL_THROUGHPUT = 0.75
-GOAL_TAIL = 3.0
-
+GOAL_ASGI_OVERHEAD_MS = 2.0
+GOAL_ASGI_THROUGHPUT = 0.85
+GOAL_RAY_OVERHEAD_MS = 10.0
+GOAL_ATTACK = 3.0
+SMALL_CLIENTS = 8
 
 def load_avg() -> str:
     try:
@@ -208,141 +211,200 @@ def measure(port, path, body, headers, c, s, ref: InProcess, args, want=None) ->
                            "rps": len(ilat) / iwall}}
 
 
-def echo_deployment(answers: dict):
-    """The floor: a Serve deployment that answers the benchmark's requests with the precomputed response bytes
-    (no model, no parsing) -- what the proxy/router/replica hops alone cost on this machine."""
-    from ray import serve
-    from starlette.responses import Response
-
-    @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
-    class Echo:
-        def __init__(self, answers):
-            self.answers = answers
-
-        async def __call__(self, request):
-            await request.body()
-            seq = int(request.query_params.get("s", "0"))
-            body, headers = self.answers[seq]
-            return Response(content=body, headers=headers)
-
-    return Echo.bind(answers)
-
-
 def show(label, p):
     ip = p["in_process"]
-    print(f"  {label:12s} S={p['seq']:4d} C={p['concurrency']:2d}: p50 {p['p50_ms']:7.2f} ms  p99 {p['p99_ms']:7.2f} ms"
+    print(f"  {label:6s} S={p['seq']:4d} C={p['concurrency']:2d}: p50 {p['p50_ms']:7.2f} ms  p99 {p['p99_ms']:7.2f} ms"
           f"  {p['rps']:6.1f} req/s  errors {p['errors']} | in-process p50 {ip['p50_ms']:6.2f} ms "
-          f"{ip['rps']:6.1f} req/s | runs by size {p.get('items_per_run', '-')}", flush=True)
+          f"{ip['rps']:6.1f} req/s", flush=True)
 
 
-def serve_points(args, ref: InProcess, seqs, concs) -> tuple[list[dict], list[dict]]:
-    """Every (batching, S, C) point, and the echo floor at C=1 per S."""
+class Engine:
+    """A started engine: its label, port and served model name, stopped by :meth:`close`."""
+
+    def __init__(self, label, port, name, close):
+        self.label, self.port, self.name, self._close = label, port, name, close
+
+    def close(self):
+        self._close()
+
+
+def start_asgi(args) -> Engine:
+    import signal
+    import subprocess
+
+    from support.servers import free_port, wait_ready
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    proc = subprocess.Popen([sys.executable, "-m", "yoso_deploy.cli", "serve", "--model", str(args.model), "--name",
+                             "bench", "--port", str(port), "--threads", str(args.threads),
+                             "--max-batch-size", str(args.max_batch_size), "--max-tokens", str(args.max_tokens)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    t0 = time.perf_counter()
+    wait_ready(port, "/v2/models/bench/ready", timeout=120, proc=proc)
+    cold = time.perf_counter() - t0
+    print(f"asgi: ready in {cold:.1f}s (cold start of a new process)", flush=True)
+
+    def close():
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+        if proc.returncode != 0:
+            sys.exit(f"FAILED: the asgi server exited {proc.returncode}")
+
+    e = Engine("asgi", port, "bench", close)
+    e.cold_start_s, e.pids = cold, [proc.pid]
+    return e
+
+
+def start_ray(args, stack) -> Engine:
     from ray import serve
 
-    from yoso_deploy.serving import build_app
     from support.servers import free_port, ray_cluster, ray_environment, wait_ready
+    from yoso_deploy.serving import build_app
 
-    points, floor = [], []
     port = free_port()
-    modes = [("on", args.batch_wait_ms), ("off", 0.0)]
-    answers = {}
-    with ray_environment(), ray_cluster(nodes=1, cpus_per_node=max(2, os.cpu_count() or 2)):
-        serve.start(http_options={"host": "127.0.0.1", "port": port},
-                    logging_config={"log_level": "WARNING", "enable_access_log": False})
-        for mode, wait_ms in modes:
-            name = f"bench-{mode}"
-            t0 = time.perf_counter()
-            serve.run(build_app({"model": str(args.model), "name": name, "max_batch_size": args.max_batch_size,
-                                 "batch_wait_ms": wait_ms, "threads": args.threads,
-                                 "max_ongoing_requests": max(concs) * 2, "max_queued_requests": max(concs) * 8}),
-                      name=name, route_prefix="/")
-            wait_ready(port, f"/v2/models/{name}/ready", timeout=120)
-            print(f"serve, batching {mode}: ready in {time.perf_counter() - t0:.1f}s", flush=True)
-            path = f"/v2/models/{name}/infer"
-            for s in seqs:
-                feeds, want = ref.expected[s]
-                body, headers = oip_body(feeds)
-                if s not in answers:
-                    from support.servers import request
-
-                    status, hdrs, payload = request(port, "POST", path, body, headers)
-                    answers[s] = (payload, {k: v for k, v in hdrs.items()
-                                            if k in ("content-type", "inference-header-content-length")})
-                for c in concs:
-                    before = stats(port, name)
-                    load = load_avg()
-                    p = {"batching": mode, "batch_wait_ms": wait_ms, "load_before": load,
-                         **measure(port, path, body, headers, c, s, ref, args, want)}
-                    p["items_per_run"] = hist_delta(before, stats(port, name))
-                    points.append(p)
-                    show(f"batching {mode}", p)
-            serve.delete(name)
-        if args.floor:
-            serve.run(echo_deployment(answers), name="echo", route_prefix="/echo")
-            wait_ready(port, f"/echo?s={seqs[0]}", timeout=60)
-            for s in seqs:
-                body, headers = oip_body(ref.expected[s][0])
-                p = {"load_before": load_avg(), **measure(port, f"/echo?s={s}", body, headers, 1, s, ref, args)}
-                floor.append(p)
-                show("echo floor", p)
-            serve.delete("echo")
-    return points, floor
+    t0 = time.perf_counter()
+    stack.enter_context(ray_environment())
+    stack.enter_context(ray_cluster(nodes=1, cpus_per_node=max(2, os.cpu_count() or 2)))
+    serve.start(http_options={"host": "127.0.0.1", "port": port},
+                logging_config={"log_level": "WARNING", "enable_access_log": False})
+    serve.run(build_app({"model": str(args.model), "name": "bench", "max_batch_size": args.max_batch_size,
+                         "batch_wait_ms": args.ray_batch_wait_ms, "threads": args.threads, "max_tokens": args.max_tokens,
+                         "max_ongoing_requests": 64, "max_queued_requests": 512}), name="bench", route_prefix="/")
+    wait_ready(port, "/v2/models/bench/ready", timeout=180)
+    cold = time.perf_counter() - t0
+    print(f"ray: ready in {cold:.1f}s (cold start: Ray, Serve, the replica)", flush=True)
+    e = Engine("ray", port, "bench", lambda: serve.delete("bench"))
+    e.cold_start_s, e.pids = cold, []
+    return e
 
 
-def goals(points, seqs, concs) -> list[dict]:
-    """The issue's goals, each against the in-process slices interleaved with the same point."""
-    out = []
-    c_lo, c_hi = min(concs), max(concs)
-    for mode in ("on", "off"):
-        for s in seqs:
-            pts = {p["concurrency"]: p for p in points if p["batching"] == mode and p["seq"] == s}
-            if c_lo == 1 and 1 in pts:
-                ov = pts[1]["p50_ms"] - pts[1]["in_process"]["p50_ms"]
-                out.append({"goal": f"overhead p50 at C=1 <= {GOAL_OVERHEAD_MS:g} ms", "batching": mode, "seq": s,
-                            "value": round(ov, 2), "met": ov <= GOAL_OVERHEAD_MS})
-            if c_hi in pts:
-                r = pts[c_hi]["rps"] / pts[c_hi]["in_process"]["rps"]
-                out.append({"goal": f"req/s at C={c_hi} >= {GOAL_THROUGHPUT:.0%} of in-process", "batching": mode,
-                            "seq": s, "value": round(r, 3), "met": r >= GOAL_THROUGHPUT})
-            worst = max(pts.values(), key=lambda p: p["p99_ms"] / p["p50_ms"])
-            t = worst["p99_ms"] / worst["p50_ms"]
-            out.append({"goal": f"p99 <= {GOAL_TAIL:g} x p50 (worst C={worst['concurrency']})", "batching": mode,
-                        "seq": s, "value": round(t, 2), "met": t <= GOAL_TAIL})
+def attacker_context(model_dir, max_tokens: int) -> str:
+    """A context just under the server's --max-tokens: the largest QA request it admits."""
+    from yoso_deploy.runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_dir(model_dir)
+    sentence = "Ada Lovelace moved to Oslo in 1999 and Otto moved to Lima in 2004 with a red lamp. "
+    per = tok.token_count(sentence)
+    return sentence * max(1, (max_tokens - 64) // per)
+
+
+def attack(engine: Engine, ref: InProcess, args, seq: int) -> dict:
+    """8 small-request clients alone, then with one client sending maximum-size QA requests back to back."""
+    import http.client
+
+    feeds, _ = ref.expected[seq]
+    body, headers = oip_body(feeds)
+    path = f"/v2/models/{engine.name}/infer"
+    alone, codes_alone, _ = drive(engine.port, path, body, headers, SMALL_CLIENTS, args.attack_seconds, args.warmup)
+    big = json.dumps({"question": "Where did Ada move?", "context": attacker_context(args.model, args.max_tokens)})
+    stop = threading.Event()
+    got = {"statuses": {}, "seconds": []}
+
+    def attacker():
+        conn = http.client.HTTPConnection("127.0.0.1", engine.port, timeout=300)
+        while not stop.is_set():
+            t = time.monotonic()
+            conn.request("POST", f"/v1/{engine.name}/qa", body=big, headers={"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            got["statuses"][str(r.status)] = got["statuses"].get(str(r.status), 0) + 1
+            got["seconds"].append(time.monotonic() - t)
+            if r.status == 503:
+                stop.wait(float(r.getheader("retry-after", "1")))
+        conn.close()
+
+    th = threading.Thread(target=attacker)
+    th.start()
+    time.sleep(0.5)  # the attacker's first request is running
+    under, codes_under, _ = drive(engine.port, path, body, headers, SMALL_CLIENTS, args.attack_seconds, 0.0)
+    stop.set()
+    th.join(300)
+    out = {"engine": engine.label, "seq": seq, "clients": SMALL_CLIENTS, "seconds": args.attack_seconds,
+           "alone": {"p50_ms": pct(alone, 50), "p99_ms": pct(alone, 99), "requests": len(alone),
+                     "statuses": codes_alone},
+           "attacked": {"p50_ms": pct(under, 50), "p99_ms": pct(under, 99), "requests": len(under),
+                        "statuses": codes_under},
+           "attacker": {"statuses": got["statuses"],
+                        "p50_s": round(float(np.median(got["seconds"])), 3) if got["seconds"] else None,
+                        "context_chars": len(json.loads(big)["context"])}}
+    out["p99_ratio"] = out["attacked"]["p99_ms"] / out["alone"]["p99_ms"]
+    print(f"  {engine.label:6s} attack: small p99 {out['alone']['p99_ms']:.2f} -> {out['attacked']['p99_ms']:.2f} ms "
+          f"(x{out['p99_ratio']:.2f}), attacker {got['statuses']} p50 {out['attacker']['p50_s']}s", flush=True)
     return out
 
 
-def write_md(path, args, meta, points, floor, met):
+def run_engine(engine: Engine, args, ref: InProcess, seqs, concs) -> tuple[list[dict], dict]:
+    points = []
+    path = f"/v2/models/{engine.name}/infer"
+    for s in seqs:
+        feeds, want = ref.expected[s]
+        body, headers = oip_body(feeds)
+        for c in concs:
+            p = {"engine": engine.label, "load_before": load_avg(),
+                 **measure(engine.port, path, body, headers, c, s, ref, args, want)}
+            points.append(p)
+            show(engine.label, p)
+    return points, attack(engine, ref, args, min(seqs))
+
+
+def goals(points, attacks, seqs, concs) -> list[dict]:
+    """The issue's goals, each against the in-process slices interleaved with the same point."""
+    out = []
+    c_hi = max(concs)
+    for engine in sorted({p["engine"] for p in points}):
+        for s in seqs:
+            pts = {p["concurrency"]: p for p in points if p["engine"] == engine and p["seq"] == s}
+            if 1 in pts:
+                ov = pts[1]["p50_ms"] - pts[1]["in_process"]["p50_ms"]
+                bound = GOAL_ASGI_OVERHEAD_MS if engine == "asgi" else GOAL_RAY_OVERHEAD_MS
+                out.append({"goal": f"{engine}: p50 overhead at C=1 <= {bound:g} ms", "seq": s, "value": round(ov, 2),
+                            "met": ov <= bound})
+            if engine == "asgi" and c_hi in pts:
+                r = pts[c_hi]["rps"] / pts[c_hi]["in_process"]["rps"]
+                out.append({"goal": f"asgi: req/s at C={c_hi} >= {GOAL_ASGI_THROUGHPUT:.0%} of in-process", "seq": s,
+                            "value": round(r, 3), "met": r >= GOAL_ASGI_THROUGHPUT})
+    for engine, a in attacks.items():
+        out.append({"goal": f"{engine}: small requests' p99 under attack <= {GOAL_ATTACK:g} x without",
+                    "seq": a["seq"], "value": round(a["p99_ratio"], 2), "met": a["p99_ratio"] <= GOAL_ATTACK})
+    return out
+
+
+def write_md(path, args, meta, points, attacks, engines, met):
     lines = [f"# Serving benchmark ({meta['date']})", "",
              f"Command: `{meta['command']}`", "",
-             f"Machine: {meta['machine']}; load average before {meta['load_before']}, after {meta['load_after']} "
-             "(the cores are shared with other work). Model: "
-             f"`{meta['model']}` ({meta['model_desc']}); ORT threads {args.threads or 'all cores'}; "
-             f"max batch {args.max_batch_size}, batch wait {args.batch_wait_ms:g} ms when batching is on; "
-             f"{args.seconds:g} s of serve load and {args.seconds:g} s of in-process runs per point, alternated in "
-             f"{args.rounds} rounds (warm-up {args.warmup:g} s first); binary Open Inference Protocol "
+             f"Machine: {meta['machine']}; CPU {meta['cpu']}; load average before {meta['load_before']}, after "
+             f"{meta['load_after']}. Model: `{meta['model']}` ({meta['model_desc']}); ORT intra-op threads "
+             f"{args.threads} (server and in-process; the client needs the other core); max batch "
+             f"{args.max_batch_size}; asgi without dynamic batching (its default), ray with {args.ray_batch_wait_ms:g} ms "
+             f"(its default). {args.seconds:g} s of serve load and {args.seconds:g} s of in-process runs per point, "
+             f"alternated in {args.rounds} rounds (warm-up {args.warmup:g} s first); binary Open Inference Protocol "
              "requests over one keep-alive loopback connection per client thread. The in-process columns are the "
              "runtime alone (one session, batch 1, back to back) timed in the slices between that point's serve "
              "slices.", "",
-             "| batching | S | C | serve p50 ms | serve p99 ms | serve req/s | errors | in-process p50 ms | "
-             "in-process req/s | p50 overhead ms | req/s vs in-process | model runs by items per run |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "Cold start (command or deployment to the first ready answer): " +
+             ", ".join(f"{e} {v['cold_start_s']:.1f} s" for e, v in engines.items()) + ".", "",
+             "| engine | S | C | p50 ms | p99 ms | req/s | errors | in-process p50 ms | in-process req/s | "
+             "p50 overhead ms | req/s vs in-process |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for p in points:
-        hist = ", ".join(f"{k}:{v}" for k, v in p["items_per_run"].items())
         ip = p["in_process"]
-        lines.append(f"| {p['batching']} | {p['seq']} | {p['concurrency']} | {p['p50_ms']:.2f} | "
-                     f"{p['p99_ms']:.2f} | {p['rps']:.1f} | {p['errors']} | {ip['p50_ms']:.2f} | {ip['rps']:.1f} | "
-                     f"{p['p50_ms'] - ip['p50_ms']:+.2f} | {p['rps'] / ip['rps']:.0%} | {hist} |")
-    if floor:
-        lines += ["", "The floor: a Serve deployment that answers with the precomputed response bytes (no model, no "
-                  "parsing), C=1, same client and slices -- the proxy -> router -> replica hops alone:", "",
-                  "| S | echo p50 ms | echo p99 ms | echo req/s | in-process p50 ms (same slices) |",
-                  "|---:|---:|---:|---:|---:|"]
-        for p in floor:
-            lines.append(f"| {p['seq']} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | {p['rps']:.1f} | "
-                         f"{p['in_process']['p50_ms']:.2f} |")
-    lines += ["", "Goals (from the issue):", "", "| goal | batching | S | value | met |", "|---|---|---:|---:|---|"]
+        lines.append(f"| {p['engine']} | {p['seq']} | {p['concurrency']} | {p['p50_ms']:.2f} | {p['p99_ms']:.2f} | "
+                     f"{p['rps']:.1f} | {p['errors']} | {ip['p50_ms']:.2f} | {ip['rps']:.1f} | "
+                     f"{p['p50_ms'] - ip['p50_ms']:+.2f} | {p['rps'] / ip['rps']:.0%} |")
+    lines += ["", f"Attack: {SMALL_CLIENTS} clients send small requests (S={min(int(x) for x in args.seq_lens.split(','))}) "
+              f"for {args.attack_seconds:g} s alone, then while one more client sends maximum-size QA requests (a "
+              f"context just under --max-tokens {args.max_tokens:,}) back to back:", "",
+              "| engine | small p50 alone ms | small p99 alone ms | small p50 attacked ms | small p99 attacked ms | "
+              "p99 ratio | small statuses attacked | attacker statuses | attacker p50 s |",
+              "|---|---:|---:|---:|---:|---:|---|---|---:|"]
+    for e, a in attacks.items():
+        lines.append(f"| {e} | {a['alone']['p50_ms']:.2f} | {a['alone']['p99_ms']:.2f} | {a['attacked']['p50_ms']:.2f} "
+                     f"| {a['attacked']['p99_ms']:.2f} | {a['p99_ratio']:.2f} | {a['attacked']['statuses']} | "
+                     f"{a['attacker']['statuses']} | {a['attacker']['p50_s']} |")
+    lines += ["", "Goals (from the issue):", "", "| goal | S | value | met |", "|---|---:|---:|---|"]
     for g in met:
-        lines.append(f"| {g['goal']} | {g['batching']} | {g['seq']} | {g['value']} | {'yes' if g['met'] else 'NO'} |")
+        lines.append(f"| {g['goal']} | {g['seq']} | {g['value']} | {'yes' if g['met'] else 'NO'} |")
     lines += ["", f"Plot: `{Path(args.out).name}.png`.", ""]
     Path(path).write_text("\n".join(lines))
 
@@ -358,13 +420,16 @@ def plot(path, points, seqs):
         return
     fig, axes = plt.subplots(1, len(seqs), figsize=(5.5 * len(seqs), 4), squeeze=False)
     for ax, s in zip(axes[0], seqs):
-        for mode, color in (("on", "tab:blue"), ("off", "tab:orange")):
-            pts = sorted((p for p in points if p["seq"] == s and p["batching"] == mode), key=lambda p: p["concurrency"])
+        for engine, color in (("asgi", "tab:blue"), ("ray", "tab:orange")):
+            pts = sorted((p for p in points if p["seq"] == s and p["engine"] == engine), key=lambda p: p["concurrency"])
+            if not pts:
+                continue
             cs = [p["concurrency"] for p in pts]
-            ax.plot(cs, [p["p50_ms"] for p in pts], "o-", color=color, label=f"serve, batching {mode}: p50")
-            ax.plot(cs, [p["p99_ms"] for p in pts], "s--", color=color, alpha=0.6, label=f"serve, batching {mode}: p99")
-        ref = [p["in_process"]["p50_ms"] for p in points if p["seq"] == s]
-        ax.axhline(float(np.median(ref)), color="gray", ls=":", label="in-process p50 (median of the slices)")
+            ax.plot(cs, [p["p50_ms"] for p in pts], "o-", color=color, label=f"{engine}: p50")
+            ax.plot(cs, [p["p99_ms"] for p in pts], "s--", color=color, alpha=0.6, label=f"{engine}: p99")
+        pts = sorted((p for p in points if p["seq"] == s), key=lambda p: p["concurrency"])
+        ax.plot([p["concurrency"] for p in pts], [p["in_process"]["p50_ms"] * p["concurrency"] for p in pts], ":",
+                color="gray", label="in-process p50 x C (one session, queued)")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("concurrent clients")
         ax.set_ylabel("latency (ms)")
@@ -376,54 +441,81 @@ def plot(path, points, seqs):
     print(f"wrote {path}")
 
 
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                flags = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
+                isa = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16") if f in flags.split()]
+                return f"{name} ({', '.join(isa)})"
+    except (OSError, StopIteration):
+        pass
+    return platform.processor() or "?"
+
+
 def main() -> int:
+    import contextlib
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", type=Path, default=ROOT / "out" / "qa", help="export directory (default out/qa)")
+    ap.add_argument("--model", type=Path, default=ROOT / "out" / "qa", help="QA export directory (default out/qa)")
+    ap.add_argument("--engines", default="asgi,ray")
     ap.add_argument("--seq-lens", default="128,512")
     ap.add_argument("--concurrency", default="1,4,16")
     ap.add_argument("--seconds", type=float, default=6.0,
                     help="timed seconds per point, serve and in-process each (bounded)")
     ap.add_argument("--rounds", type=int, default=3, help="alternations of serve and in-process per point")
     ap.add_argument("--warmup", type=float, default=1.5, help="warm-up seconds per point")
+    ap.add_argument("--attack-seconds", type=float, default=10.0, help="seconds of each half of the attack scenario")
+    ap.add_argument("--max-tokens", type=int, default=16384, help="the servers' --max-tokens (the attacker's size)")
     ap.add_argument("--max-batch-size", type=int, default=8)
-    ap.add_argument("--batch-wait-ms", type=float, default=5.0)
+    ap.add_argument("--ray-batch-wait-ms", type=float, default=5.0)
     ap.add_argument("--threads", type=int, default=1,
-                    help="ORT intra-op threads, in-process and of the replica (default 1: the proxy and the client "
-                         "need a core too)")
-    ap.add_argument("--no-floor", dest="floor", action="store_false",
-                    help="skip the echo deployment (the Serve hops alone)")
-    ap.add_argument("--out", default=str(ROOT / "docs" / "perf" / "serve_bench"), help="output prefix")
+                    help="ORT intra-op threads, in-process and of the server (default 1: the client needs a core too)")
+    ap.add_argument("--out", default=str(ROOT / "docs" / "perf" / "serving"), help="output prefix")
     args = ap.parse_args()
     seqs = [int(x) for x in args.seq_lens.split(",")]
     concs = sorted(int(x) for x in args.concurrency.split(","))
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     if not (args.model / "yoso_export.json").is_file():
         sys.exit(f"{args.model} is not an export directory; run 'yoso-deploy export --task qa --output out/qa'")
-    if args.seconds <= 0 or args.seconds > 60 or not 1 <= args.rounds <= 10:
-        sys.exit("--seconds must be in (0, 60] and --rounds in 1..10: the benchmark is bounded")
+    if args.seconds <= 0 or args.seconds > 60 or not 1 <= args.rounds <= 10 or not 0 < args.attack_seconds <= 60:
+        sys.exit("--seconds and --attack-seconds must be in (0, 60] and --rounds in 1..10: the benchmark is bounded")
     manifest = json.loads((args.model / "yoso_export.json").read_text())
+    if manifest["task"] != "qa":
+        sys.exit("the attack scenario sends QA requests: give a QA export")
     cfg = json.loads((args.model / "config.json").read_text())
     cmd = " ".join(["python", "scripts/bench/bench_serve.py", *map(shlex.quote, sys.argv[1:])])
-    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": cmd,
+    meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": cmd, "cpu": cpu_model(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
             "load_before": load_avg(), "model": str(args.model),
-            "model_desc": f"{manifest['task']}, {cfg.get('num_hidden_layers')} layers, hidden {cfg.get('hidden_size')}"}
-    print(f"load average {meta['load_before']}", flush=True)
+            "model_desc": f"{manifest['task']}, {cfg.get('num_hidden_layers')} layers, hidden {cfg.get('hidden_size')}, "
+                          f"{cfg.get('max_position_embeddings')} positions"}
+    print(f"{meta['cpu']}; load average {meta['load_before']}", flush=True)
     ref = InProcess(args.model, seqs, args.threads)
-    points, floor = serve_points(args, ref, seqs, concs)
+    points, attacks, started = [], {}, {}
+    for name in engines:
+        with contextlib.ExitStack() as stack:
+            engine = start_asgi(args) if name == "asgi" else start_ray(args, stack)
+            started[name] = {"cold_start_s": engine.cold_start_s}
+            try:
+                pts, att = run_engine(engine, args, ref, seqs, concs)
+            finally:
+                engine.close()
+            points += pts
+            attacks[name] = att
     meta["load_after"] = load_avg()
-    met = goals(points, seqs, concs)
+    met = goals(points, attacks, seqs, concs)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "args": {k: str(v) for k, v in vars(args).items()},
-                                                    "serve": points, "echo_floor": floor, "goals": met}, indent=1))
-    write_md(out.with_suffix(".md"), args, meta, points, floor, met)
+                                                    "engines": started, "points": points, "attacks": attacks,
+                                                    "goals": met}, indent=1))
+    write_md(out.with_suffix(".md"), args, meta, points, attacks, started, met)
     plot(out.with_suffix(".png"), points, seqs)
     print(f"wrote {out.with_suffix('.json')}, {out.with_suffix('.md')}")
-    missed = [g for g in met if not g["met"]]
     for g in met:
-        print(f"goal {g['goal']}, batching {g['batching']}, S={g['seq']}: {g['value']} {'met' if g['met'] else 'NOT met'}")
-    if missed:
-        print(f"{len(missed)} goal(s) not met (see {out.with_suffix('.md')})")
+        print(f"goal {g['goal']}, S={g['seq']}: {g['value']} {'met' if g['met'] else 'NOT met'}")
     return 0
 
 

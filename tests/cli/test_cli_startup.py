@@ -34,6 +34,7 @@ def _cli(args):
 @pytest.mark.parametrize("args,code,words", [
     (["--help"], 0, ["export", "serve", "Exit codes"]),
     (["export", "--help"], 0, ["--output", "--task"]),
+    (["serve", "--help"], 0, ["--max-inflight-tokens", "--engine [asgi|ray]"]),
     (["exprot"], 2, ["No such command 'exprot'. Did you mean 'export'?"]),
     (["export", "--tsak", "qa"], 2, ["No such option '--tsak'. Did you mean '--task'?"]),
     (["run", "--threads", "-1", "--text", "x"], 2, ["-1 is not in the range x>=0"]),

@@ -16,7 +16,7 @@ from support.servers import free_port, request, wait_ready
 BLOCKED = ("torch", "transformers", "onnxscript")
 QUESTION, CONTEXT = "Where did Ada move?", "Ada Lovelace moved to Oslo in 1999. Otto moved to Lima."
 
-pytestmark = [pytest.mark.slow, pytest.mark.ray]
+pytestmark = pytest.mark.slow  # six commands in subprocesses, a server among them
 
 
 @pytest.fixture(scope="module")

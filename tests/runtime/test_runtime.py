@@ -10,6 +10,7 @@ from yoso_deploy.cli.main import main
 from yoso_deploy.workflow import export
 from yoso_deploy.runtime import ProviderUnavailableError, create_session
 from yoso_deploy.runtime.models import TASK_MODELS, YosoOrtForQuestionAnswering, YosoOrtForSequenceClassification
+from yoso_deploy.runtime.limits import Limits
 from yoso_deploy.runtime.qa import QuestionAnsweringPipeline, stitch_windows
 
 
@@ -156,8 +157,9 @@ def _pipes(qa_dir, drift=0.0):
 
     tok = AutoTokenizer.from_pretrained(str(qa_dir))
     model = _TokenLogits(drift)
-    return (QuestionAnsweringPipeline(model, tok, max_seq_len=512),
-            QuestionAnsweringPipeline(model, tok, max_seq_len=32, doc_stride=8, batch_size=3))
+    every = Limits(max_top_k=1000)  # these tests enumerate every span
+    return (QuestionAnsweringPipeline(model, tok, max_seq_len=512, limits=every),
+            QuestionAnsweringPipeline(model, tok, max_seq_len=32, doc_stride=8, batch_size=3, limits=every))
 
 
 def test_stitched_windows_cover_the_context_once_from_the_best_window(qa_dir):

@@ -36,7 +36,7 @@ def test_records_results_and_errors(task_exports, tmp_path):
     errors = {k: v["error"] for k, v in got.items() if "error" in v}
     assert set(errors) == {'"d"', '"e"', '"f"', "9", "10"} and res.errors == 5
     assert "empty" in errors['"d"'] and "unknown field 'texts'" in errors['"e"'] and "tokens long" in errors['"f"']
-    assert "not valid JSON" in errors["9"] and "not an object" in errors["10"]
+    assert "malformed JSON in line" in errors["9"] and "not an object" in errors["10"]
     assert "11" in got and "result" in got["11"]  # no id: its line number
     pipe = pipeline(task_exports["sequence-classification"], intra_op_threads=1)
     for rec in CLS:
@@ -96,3 +96,25 @@ def test_bad_arguments(task_exports, tmp_path):
                            cwd=REPO, capture_output=True, text=True, timeout=120)
         assert r.returncode == 2 and words in r.stderr, r.stderr
         assert len([ln for ln in r.stderr.splitlines() if ln.lower().startswith("error:")]) == 1  # ours or click's
+
+
+def test_bad_lines_become_error_records_and_the_job_goes_on(task_exports, tmp_path):
+    """Invalid JSON, JSON nested deeper than any record (also deeper than Python's recursion), a record over a
+    limit: each is its line's error record; the good lines around them are answered, the summary counts both."""
+    src, dst = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    lines = [json.dumps({"id": "good-1", "question": "Where did Ada move?", "context": "Ada moved to Oslo."}),
+             "{not json",
+             "[" * 100_000 + "]" * 100_000,
+             json.dumps({"id": "deep", "question": {"a": json.loads("[" * 40 + "1" + "]" * 40)}}),
+             json.dumps({"id": "huge-k", "question": "Where?", "context": "Ada moved to Oslo.", "top_k": 10**6}),
+             json.dumps({"id": "good-2", "question": "Where did Otto move?", "context": "Otto moved to Lima."})]
+    src.write_text("\n".join(lines) + "\n")
+    res = run_batch(task_exports["qa"], src, dst, progress=False)
+    got = {r["id"]: r for r in map(json.loads, dst.read_text().splitlines())}
+    assert set(got) == {"good-1", 2, 3, 4, "huge-k", "good-2"}
+    assert got["good-1"]["result"][0]["answer"] and got["good-2"]["result"][0]["answer"]
+    assert "malformed JSON in line 2" in got[2]["error"]
+    assert "line 3 is nested more deeply" in got[3]["error"] and "--max-json-depth" in got[3]["error"]
+    assert "line 4 is nested more than 32 levels deep" in got[4]["error"]
+    assert "top_k is 1,000,000, over the limit of 100" in got["huge-k"]["error"] and "--max-top-k" in got["huge-k"]["error"]
+    assert (res.written, res.errors) == (6, 4)

@@ -77,7 +77,7 @@ BAD = [  # (body, headers, words the one-line error must contain)
     (_body([{**T, "datatype": "INT65"}]), {}, ["datatype"]),
     (_body([{**T, "datatype": "BYTES"}]), {}, ["string inputs"]),
     (_body([{**T, "data": [1, 2]}]), {}, ["2 values", "needs 3"]),
-    (_body([{**T, "data": [1, 2, 3.5]}]), {}, ["non-integer"]),
+    (_body([{**T, "data": [1, 2, 3.5]}]), {}, ["floating-point numbers", "send integers"]),
     (_body([{**T, "data": ["a", "b", "c"]}]), {}, ["numbers"]),
     (_body([{**T, "data": [[1, 2], [3]]}]), {}, ["ragged"]),
     (_body([{**T, "data": [1, 2, 2**70]}]), {}, ["range", "INT64"]),

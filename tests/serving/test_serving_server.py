@@ -196,3 +196,94 @@ def test_fuzzed_bodies_never_500(servers, body, path):
     assert status in (200, 400, 404, 413), (status, payload[:200])
     if status != 200:
         assert "\n" not in json.loads(payload)["error"]
+
+
+def test_a_fault_of_the_server_is_a_500_without_its_details(servers, monkeypatch, caplog):
+    """An exception that is not the client's input (here: a pipeline bug) is a 500 with a generic message and a
+    request id; the traceback goes to the server's log only -- and the server keeps answering."""
+    s = servers["qa"]
+
+    def broken(*_a, **_k):
+        raise RuntimeError("secret internal detail: list index out of range")
+
+    monkeypatch.setattr(s.pipeline, "answer", broken)
+    with caplog.at_level("ERROR", logger="yoso_deploy.serving"):
+        status, _, payload = call(s, "POST", "/v1/qa/qa", RECORDS["qa"])
+    err = json.loads(payload)["error"]
+    assert status == 500 and "request id" in err and "secret" not in err, err
+    rid = err.split("request id ")[1].split(")")[0]
+    assert any(rid in r.getMessage() and r.exc_info for r in caplog.records)  # the log has the traceback
+    monkeypatch.undo()
+    assert call(s, "POST", "/v1/qa/qa", RECORDS["qa"])[0] == 200
+    s.counters["server_errors"] = 0
+
+
+def test_the_token_budget_answers_503_with_retry_after(task_exports):
+    """A request that does not fit the tokens in flight is refused at once with 503 + Retry-After; the budget is
+    given back when a request ends."""
+    import threading
+
+    s = InferenceServer(task_exports["qa"], name="qa", threads=1, max_inflight_tokens=64)
+    try:
+        started, release = threading.Event(), threading.Event()
+        real = s.run_items
+
+        def held(items):  # the first request's run waits, holding its tokens
+            started.set()
+            release.wait(30)
+            return real(items)
+
+        s.run_items = held
+        record = {"question": "Where did Ada move?", "context": "Ada moved to Oslo in 1999. " * 4}
+
+        async def both():
+            first = asyncio.ensure_future(s.handle("POST", "/v1/qa/qa", {}, json.dumps(record).encode()))
+            while not started.is_set():
+                await asyncio.sleep(0.01)
+            second = await s.handle("POST", "/v1/qa/qa", {}, json.dumps(record).encode())
+            release.set()
+            return await first, second
+
+        (st1, _, _), (st2, hdrs, payload) = asyncio.run(both())
+        assert st1 == 200 and st2 == 503 and hdrs["retry-after"] == "1", payload
+        assert "busy" in json.loads(payload)["error"] and s.admission.in_flight == 0
+        s.run_items = real
+        assert call(s, "POST", "/v1/qa/qa", record)[0] == 200  # given back
+    finally:
+        s.close()
+
+
+def test_a_long_request_is_interleaved_with_short_ones(task_exports):
+    """With --run-tokens, a long context runs as short model runs; a short request that arrives meanwhile is
+    answered before the long one ends (the runs interleave), instead of waiting for all of it."""
+    s = InferenceServer(task_exports["qa"], name="qa", threads=1, run_tokens=64)
+    try:
+        order = []
+        real = s.run_items
+
+        def logged(items):
+            order.append((sum(it.rows for it in items), max(it.length for it in items)))
+            return real(items)
+
+        s.run_items = logged
+        long_record = {"question": "Where did Ada move?",
+                       "context": " ".join(["Ada moved to Oslo in 1999 and Otto moved to Lima."] * 300)}
+        short_record = {"question": "Where did Ada move?", "context": "Ada moved to Oslo."}
+
+        async def both():
+            t_long = asyncio.ensure_future(s.handle("POST", "/v1/qa/qa", {}, json.dumps(long_record).encode()))
+            while len(order) < 2:
+                await asyncio.sleep(0.005)
+            short = await s.handle("POST", "/v1/qa/qa", {}, json.dumps(short_record).encode())
+            done_long = t_long.done()
+            return await t_long, short, done_long
+
+        (st_long, _, _), (st_short, _, _), long_was_done = asyncio.run(both())
+        assert st_long == 200 and st_short == 200
+        assert not long_was_done, "the short request waited for the whole long one"
+        long_runs = [o for o in order if o[1] > 64]
+        assert len(long_runs) > 4 and all(rows == 1 for rows, _ in long_runs), order  # one window per run
+        short_at = next(i for i, o in enumerate(order) if o[1] <= 64)
+        assert short_at < len(order) - 1, order  # the short request ran between two runs of the long one
+    finally:
+        s.close()

@@ -123,3 +123,22 @@ def test_refusals(task_exports, tmp_path):
         write_repo(task_exports["qa"], tmp_path / "file")
     with pytest.raises(TritonRepoError, match="max_batch_size"):
         model_config({"inputs": [], "outputs": []}, "x", max_batch_size=0)
+
+
+def test_a_refused_output_leaves_nothing_behind(task_exports, tmp_path):
+    """A symlinked model directory (or a file in its place) is refused before anything is written: no temporary
+    directory is left in the repository, and the link's target is untouched."""
+    repo, elsewhere = tmp_path / "repo", tmp_path / "elsewhere"
+    repo.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep me")
+    (repo / "qa").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(TritonRepoError, match="is a symbolic link"):
+        write_repo(task_exports["qa"], repo, name="qa")
+    (repo / "cls").write_text("a file where the model directory would go")
+    with pytest.raises(TritonRepoError, match="is a file, not a model directory"):
+        write_repo(task_exports["qa"], repo, name="cls")
+    assert sorted(p.name for p in repo.iterdir()) == ["cls", "qa"]
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.txt"]
+    assert write_repo(task_exports["qa"], repo, name="ok")["model_dir"] == repo / "ok"
+    assert sorted(p.name for p in repo.iterdir()) == ["cls", "ok", "qa"]

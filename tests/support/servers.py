@@ -66,7 +66,7 @@ def ray_environment(spread_over_nodes: bool = False):
         keys["RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING"] = "0"
     old = {k: os.environ.get(k) for k in keys}
     os.environ.update(keys)
-    from yoso_deploy.serving.deployment import loopback_only_env
+    from yoso_deploy.serving.ray_env import loopback_only_env
 
     loopback_only_env()
     try:
@@ -125,3 +125,42 @@ def ray_sockets_on_loopback() -> dict:
     outside = {a: procs.cmdline(p)[:60] for a, p in socks.items() if not procs.is_loopback(a)}
     assert not outside, f"Ray servers listen outside loopback: {outside}"
     return socks
+
+
+def rss_kb(pid: int) -> int:
+    """Resident set size of a process (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+@contextlib.contextmanager
+def asgi_server(model_dir, *args, name: str = "m", timeout: float = 120.0, env: dict | None = None,
+                engine: str = "asgi"):
+    """``yoso-deploy serve`` (the asgi engine, or ``engine="ray"``) on a free loopback port, in a subprocess
+    importing this checkout; yields ``(proc, port)`` once it answers, and stops it with SIGTERM (it must exit 0).
+    The ray engine starts a Ray of its own (never one found on the machine)."""
+    import signal
+    import subprocess
+    import sys
+
+    port = free_port()
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTEST"))}
+    full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), full_env.get("PYTHONPATH")]))
+    full_env.update(env or {})
+    if engine == "ray":
+        full_env["RAY_ADDRESS"] = "127.0.0.1:1"  # nothing listens there: never join a cluster found on the machine
+    proc = subprocess.Popen([sys.executable, "-m", "yoso_deploy.cli", "serve", "--engine", engine, "--model",
+                             str(model_dir), "--name", name, "--port", str(port), *map(str, args)], cwd=REPO, env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_ready(port, f"/v2/models/{name}/ready", timeout=timeout, proc=proc)
+        yield proc, port
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0 and "stopped" in err, (proc.returncode, err[-3000:])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -15,49 +15,117 @@ from .. import constants as C
 from .options import ExpandedPath, allow_failed_option, model_option, output_option, say
 
 
+def _serve_default(name: str):
+    from ..serving.config import ServeConfig
+
+    return ServeConfig.__dataclass_fields__[name].default
+
+
+def _limit_default(name: str):
+    from ..runtime.limits import Limits
+
+    return Limits.__dataclass_fields__[name].default
+
+
+LIMIT_HELP = {
+    "max_tokens": "Tokens one request may ask to run, all its texts together (a QA context: every token once).",
+    "max_texts": "Texts, text pairs, choices or targets in one request.",
+    "max_text_chars": "Characters of any one text (checked before tokenizing).",
+    "max_question_tokens": "Tokens of a QA question (it is repeated in every window).",
+    "max_top_k": "top_k of qa, classification and fill-mask.",
+    "max_answer_len": "max_answer_len of qa, in tokens.",
+}
+
+
+def limit_options(f):
+    """The pipeline limits (yoso_deploy.runtime.limits.Limits) as options; a request over one gets one line
+    naming the field, the limit and the option."""
+    for name in reversed(list(LIMIT_HELP)):
+        f = click.option("--" + name.replace("_", "-"), name, type=click.IntRange(min=1), default=_limit_default(name),
+                         show_default=True, help=LIMIT_HELP[name])(f)
+    return f
+
+
+def _limits(values: dict):
+    from ..runtime.limits import Limits
+
+    return Limits(**{k: values[k] for k in LIMIT_HELP})
+
+
 @click.command("serve")
 @model_option()
+@click.option("--engine", type=click.Choice(["asgi", "ray"]), default=_serve_default("engine"), show_default=True,
+              help="asgi: uvicorn in this process (no Ray; the [serve] extra); ray: Ray Serve replicas (the [ray] extra).")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="asgi: server processes, each holding one ONNX Runtime session.")
 @click.option("--replicas", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Ray Serve replicas, each holding one ONNX Runtime session.")
+              help="ray: Serve replicas, each holding one ONNX Runtime session.")
 @click.option("--max-batch-size", type=click.IntRange(min=1), default=C.SERVE_MAX_BATCH_SIZE, show_default=True,
               help="Rows per model run (dynamic batches and the largest request accepted).")
-@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=C.SERVE_BATCH_WAIT_MS, show_default=True,
-              help="How long a dynamic batch waits to fill; 0 turns dynamic batching off.")
+@click.option("--batch-wait-ms", type=click.FloatRange(min=0), default=None,
+              help=f"How long a dynamic batch waits to fill; 0: off (default: asgi 0, ray {C.SERVE_BATCH_WAIT_MS:g}).")
 @click.option("--threads", type=click.IntRange(min=0), default=None,
-              help="ONNX Runtime intra-op threads per replica (default: all cores).")
-@click.option("--host", default=C.SERVE_HOST, show_default=True, help="Address the HTTP proxy binds.")
+              help="ONNX Runtime intra-op threads per model (default: all cores).")
+@click.option("--host", default=C.SERVE_HOST, show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), default=C.SERVE_PORT, show_default=True, help="HTTP port.")
 @click.option("--name", default=None, help="The model's name in the URLs (default: the export directory's name).")
+@click.option("--max-request-bytes", type=click.IntRange(min=1), default=_serve_default("max_request_bytes"),
+              show_default=True, help="Largest request body (413 beyond; a chunked body is counted as it streams).")
+@click.option("--max-json-depth", type=click.IntRange(min=1), default=_serve_default("max_json_depth"),
+              show_default=True, help="Deepest JSON nesting read (400 beyond).")
+@click.option("--header-timeout", "header_timeout_s", type=click.FloatRange(min=0.001),
+              default=_serve_default("header_timeout_s"), show_default=True,
+              help="asgi: seconds a client has to send its request line and headers (408 beyond).")
+@click.option("--body-timeout", "body_timeout_s", type=click.FloatRange(min=0.001),
+              default=_serve_default("body_timeout_s"), show_default=True,
+              help="asgi: seconds a client has to send its body (408 beyond).")
+@click.option("--max-inflight-tokens", type=click.IntRange(min=1), default=_serve_default("max_inflight_tokens"),
+              show_default=True, help="Tokens of all requests in flight at once; a request beyond gets 503 + Retry-After.")
+@click.option("--run-tokens", type=click.IntRange(min=1), default=_serve_default("run_tokens"), show_default=True,
+              help="Positions of one model run: a long request runs as short runs others interleave with.")
+@click.option("--max-connections", type=click.IntRange(min=1), default=_serve_default("max_connections"),
+              show_default=True, help="asgi: connections at once (503 beyond).")
+@click.option("--drain-timeout", "drain_timeout_s", type=click.FloatRange(min=0.001),
+              default=_serve_default("drain_timeout_s"), show_default=True,
+              help="asgi: on SIGTERM / Ctrl-C, seconds in-flight requests get to finish.")
+@limit_options
 @click.option("--address", default=None,
-              help="Ray cluster to deploy to: 'auto' or HOST:PORT (default: start a private local Ray and stop it "
-                   "on exit).")
+              help="ray: the cluster to deploy to, 'auto' or HOST:PORT (default: a private local Ray, stopped on exit).")
 @click.option("--max-ongoing-requests", type=click.IntRange(min=1), default=None,
-              help="Requests in flight per replica (default: 2 x --max-batch-size).")
+              help="ray: requests in flight per replica (default: 2 x --max-batch-size).")
 @click.option("--max-queued-requests", type=click.IntRange(min=-1), default=None,
-              help="Requests queued at each proxy before it answers 503 (default: 8 x max ongoing; -1 unbounded).")
+              help="ray: requests queued at each proxy before it answers 503 (default: 8 x max ongoing; -1 unbounded).")
 @click.option("--num-cpus", type=click.FloatRange(min=0), default=1.0, show_default=True,
-              help="CPUs Ray reserves per replica (scheduling only).")
+              help="ray: CPUs Ray reserves per replica (scheduling only).")
 @allow_failed_option("Serve")
-def serve_cmd(model_dir, replicas, max_batch_size, batch_wait_ms, threads, host, port, name, address,
-              max_ongoing_requests, max_queued_requests, num_cpus, allow_failed_export):
-    """Serve an export with Ray Serve: Open Inference Protocol (/v2, tritonclient works) and task endpoints (/v1).
+def serve_cmd(model_dir, engine, workers, replicas, max_batch_size, batch_wait_ms, threads, host, port, name,
+              max_request_bytes, max_json_depth, header_timeout_s, body_timeout_s, max_inflight_tokens, run_tokens,
+              max_connections, drain_timeout_s, address, max_ongoing_requests, max_queued_requests, num_cpus,
+              allow_failed_export, **limits):
+    """Serve an export over HTTP: Open Inference Protocol (/v2, tritonclient works) and task endpoints (/v1).
+
+    Every size a client controls is bounded (body, JSON depth, time, tokens in flight, and what one request
+    may ask for); over a limit the client gets one line naming it and the option that raises it.
 
     \b
     Example:
-      yoso-deploy serve --model out/qa --replicas 2
-      curl -s localhost:8000/v1/qa/qa -d '{"question": "Where?", "context": "Ada moved to Oslo."}'
-    Ctrl-C / SIGTERM stops the application and, unless --address was given, Ray itself.
+      yoso-deploy serve --model out/qa
+      curl -s 127.0.0.1:8000/v1/qa/qa -d '{"question": "Where?", "context": "Ada moved to Oslo."}'
+    Ctrl-C / SIGTERM lets the requests in flight finish, then stops (--engine ray: Ray too, unless --address).
     """
-    from ..errors import require
+    from ..serving.config import ServeConfig
+    from ..serving.launch import serve
+    from ..serving.server import model_dir_arg
 
-    require("ray.serve", "'yoso-deploy serve'")
-    from ..serving.launch import serve_model
-
-    serve_model(model_dir, replicas=replicas, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
-                threads=threads, host=host, port=port, name=name, address=address,
-                max_ongoing_requests=max_ongoing_requests, max_queued_requests=max_queued_requests,
-                num_cpus=num_cpus, allow_failed_export=allow_failed_export,
-                echo=say)
+    config = ServeConfig(
+        model_dir=str(model_dir_arg(model_dir)), name=name, engine=engine, host=host, port=port, workers=workers,
+        replicas=replicas, threads=threads, max_batch_size=max_batch_size, batch_wait_ms=batch_wait_ms,
+        allow_failed_export=allow_failed_export, max_request_bytes=max_request_bytes, max_json_depth=max_json_depth,
+        header_timeout_s=header_timeout_s, body_timeout_s=body_timeout_s, max_inflight_tokens=max_inflight_tokens,
+        run_tokens=run_tokens, max_connections=max_connections, drain_timeout_s=drain_timeout_s,
+        limits=_limits(limits), address=address, max_ongoing_requests=max_ongoing_requests,
+        max_queued_requests=max_queued_requests, num_cpus=num_cpus)
+    serve(config, echo=say)
 
 
 @click.command("triton-repo")
@@ -112,15 +180,18 @@ def triton_repo_cmd(model_dir, output, backend, name, instances, max_batch_size,
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="--ray: actors.")
 @click.option("--threads", type=click.IntRange(min=0), default=None, help="ONNX Runtime intra-op threads per model.")
 @click.option("--no-progress", is_flag=True, help="No progress output on stderr.")
+@click.option("--max-json-depth", type=click.IntRange(min=1), default=_serve_default("max_json_depth"),
+              show_default=True, help="Deepest JSON nesting of a line (an error record beyond).")
+@limit_options
 @allow_failed_option()
 def batch_cmd(model_dir, input_path, output, batch_size, use_ray, address, workers, threads, no_progress,
-              allow_failed_export):
+              max_json_depth, allow_failed_export, **limits):
     """Offline inference over a JSONL corpus with the task's pipeline (streaming, resumable)."""
     from ..serving.batch import run_batch
 
     res = run_batch(model_dir, input_path, output, batch_size=batch_size, use_ray=use_ray,
                     address=address, workers=workers, threads=threads, progress=not no_progress,
-                    allow_failed_export=allow_failed_export)
+                    allow_failed_export=allow_failed_export, limits=_limits(limits), max_json_depth=max_json_depth)
     say(res.summary())
 
 

@@ -83,8 +83,14 @@ class TextClassificationPipeline(Pipeline):
         # As transformers: without an explicit top_k each text gets its best label as one dict, and a single
         # string a list holding that dict; with top_k (or None: all) each text gets a ranked list.
         legacy = "top_k" not in params and "top_k" not in self.explicit
+        if top_k is not None:
+            self.limits.check("max_top_k", top_k, "top_k")
+        self.limits.check_texts(texts)
+        if pairs is not None:
+            self.limits.check_texts(pairs, "text pair")
         fn = self.function_to_apply(opts["function_to_apply"])
-        logits = self._forward(self._encode(texts, pairs, truncation), "logits").astype(np.float64)
+        with self.admitted(self.count_tokens(texts + (pairs or []))):
+            logits = self._forward(self._encode(texts, pairs, truncation), "logits").astype(np.float64)
         scores = softmax(logits) if fn == "softmax" else sigmoid(logits) if fn == "sigmoid" else logits
         labels = self.model.id2label
         results = []
@@ -120,7 +126,9 @@ class TokenClassificationPipeline(Pipeline):
             raise UsageError(f"aggregation_strategy must be one of {', '.join(AGGREGATIONS)}, got {agg!r}")
         ignore = list(opts["ignore_labels"] or ())
         texts, single = _texts(inputs)
-        results = [self._one(t, agg, ignore, int(opts["stride"])) for t in texts]
+        self.limits.check_texts(texts)
+        with self.admitted(self.count_tokens(texts)):
+            results = [self._one(t, agg, ignore, int(opts["stride"])) for t in texts]
         return results[0] if single else results
 
     def _one(self, text: str, agg: str, ignore: list[str], stride: int) -> list[dict]:
@@ -226,6 +234,11 @@ class FillMaskPipeline(Pipeline):
             raise UsageError("the export's tokenizer defines no mask token (tokenizer_config.json 'mask_token'); "
                              "fill-mask needs one")
         texts, single = _texts(inputs)
+        self.limits.check("max_top_k", top_k, "top_k")
+        self.limits.check_texts(texts)
+        if targets is not None:
+            self.limits.check_texts([targets] if isinstance(targets, str) else list(targets), "target")
+        tokens = self.count_tokens(texts)
         target_ids = self._target_ids(targets) if targets is not None else None
         enc = self._encode(texts, None, truncation)
         ids = enc["input_ids"]
@@ -233,7 +246,8 @@ class FillMaskPipeline(Pipeline):
             if not (ids[r] == mask_id).any():
                 raise UsageError(f"no mask token {self.tokenizer.mask_token} in {t[:60]!r}; put "
                                  f"{self.tokenizer.mask_token} where a word should be predicted")
-        logits = self._forward(enc, "logits")
+        with self.admitted(tokens):
+            logits = self._forward(enc, "logits")
         results = []
         for r in range(len(texts)):
             row_ids = ids[r][enc["attention_mask"][r] == 1]
@@ -289,8 +303,10 @@ class FeatureExtractionPipeline(Pipeline):
         if pooling not in POOLINGS:
             raise UsageError(f"pooling must be one of {', '.join(POOLINGS)}, got {opts['pooling']!r}")
         texts, single = _texts(inputs)
-        enc = self._encode(texts, None, truncation)
-        hidden = self._forward(enc, "last_hidden_state").astype(np.float32)
+        self.limits.check_texts(texts)
+        with self.admitted(self.count_tokens(texts)):
+            enc = self._encode(texts, None, truncation)
+            hidden = self._forward(enc, "last_hidden_state").astype(np.float32)
         mask = enc["attention_mask"].astype(np.float32)
         out = []
         for r in range(len(texts)):
@@ -318,16 +334,21 @@ class MultipleChoicePipeline(Pipeline):
             items, single = list(prompt), False
         else:
             items, single = [(prompt, choices)], True
+        self.limits.check("max_texts", len(items), "the number of questions")
         results = []
         for p, cs in items:
             _texts(p, "prompt")
             cs, _ = _texts(cs, "choice")
             if len(cs) < 2:
                 raise UsageError("give at least two choices")
+            self.limits.check_texts([p], "prompt")
+            self.limits.check_texts(cs, "choice")
+            tokens = self.count_tokens([p] * len(cs) + cs, "the prompt and its choices")
             enc = self.tokenizer([p] * len(cs), cs, max_length=self.model.max_sequence_length,
                                  truncation="longest_first" if truncation else False)
             feeds = {k: v[None] for k, v in enc.model_inputs(self.model.input_names).items()}
-            logits = self.model.run(feeds, output_names=["logits"])["logits"][0].astype(np.float64)
+            with self.admitted(tokens):
+                logits = self.model.run(feeds, output_names=["logits"])["logits"][0].astype(np.float64)
             probs = softmax(logits)
             results.append([{"choice": c, "score": float(s), "logit": float(lg)}
                             for c, s, lg in zip(cs, probs, logits)])

@@ -108,23 +108,38 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def answer(self, question: str, context: str, top_k: int = 1, max_answer_len: int = 30,
                handle_impossible_answer: bool = False) -> list[Answer]:
-        """The ``top_k`` best answers (highest score first) of ``question`` in ``context``."""
+        """The ``top_k`` best answers (highest score first) of ``question`` in ``context``.
+
+        Bounded by :attr:`limits` before anything runs: characters of both texts, question and context tokens,
+        ``top_k`` and ``max_answer_len``; the span search costs O(tokens x min(max_answer_len, tokens)) time and
+        at most :data:`SPAN_BLOCK` scores of memory, whatever is asked."""
         if not isinstance(question, str) or not question.strip():
             raise UsageError("the question is empty")
         if not isinstance(context, str) or not context.strip():
             raise UsageError("the context is empty")
         if not isinstance(top_k, int) or not isinstance(max_answer_len, int) or top_k < 1 or max_answer_len < 1:
             raise UsageError("top_k and max_answer_len must be integers >= 1")
-        enc = self.encode(question, context)
-        ids = enc["input_ids"]
-        mask = enc["attention_mask"]
-        names = getattr(self.model, "input_names", ["input_ids", "attention_mask"])
-        feeds_all = enc.model_inputs(names) if hasattr(enc, "model_inputs") else {"input_ids": ids, "attention_mask": mask}
-        starts, ends = [], []
-        for i in range(0, len(ids), self.batch_size):
-            out = self.model(**{k: v[i:i + self.batch_size] for k, v in feeds_all.items()})
-            starts.append(out.start_logits)
-            ends.append(out.end_logits)
+        lim = self.limits
+        lim.check("max_top_k", top_k, "top_k")
+        lim.check("max_answer_len", max_answer_len, "max_answer_len", "tokens")
+        lim.check("max_text_chars", len(question), "the question", "characters")
+        lim.check("max_text_chars", len(context), "the context", "characters")
+        q_tokens = self.tokenizer.token_count(question)
+        lim.check("max_question_tokens", q_tokens, "the question", "tokens")
+        c_tokens = self.count_tokens([context], "the context")
+        with self.admitted(q_tokens + c_tokens):
+            enc = self.encode(question, context)
+            ids = enc["input_ids"]
+            mask = enc["attention_mask"]
+            names = getattr(self.model, "input_names", ["input_ids", "attention_mask"])
+            feeds_all = (enc.model_inputs(names) if hasattr(enc, "model_inputs")
+                         else {"input_ids": ids, "attention_mask": mask})
+            step = self.rows_per_run(ids.shape[-1])
+            starts, ends = [], []
+            for i in range(0, len(ids), step):
+                out = self.model(**{k: v[i:i + step] for k, v in feeds_all.items()})
+                starts.append(out.start_logits)
+                ends.append(out.end_logits)
         start_logits = np.concatenate(starts).astype(np.float64)
         end_logits = np.concatenate(ends).astype(np.float64)
 
@@ -145,19 +160,10 @@ class QuestionAnsweringPipeline(Pipeline):
             p_start, p_end = p_start[:-1], p_end[:-1]
         else:
             p_start, p_end = _softmax(s_ctx), _softmax(e_ctx)
-        span = min(max_answer_len, n)
-        # scores[i, t] = p_start[i] * p_end[i + t], 0 <= t < max_answer_len, i + t < n
-        padded = np.concatenate([p_end, np.zeros(span, dtype=np.float64)])
-        scores = p_start[:, None] * np.stack([padded[t : t + n] for t in range(span)], axis=1)
-        keep = min(top_k * 4, scores.size)
-        flat = np.argpartition(scores, scores.size - keep, axis=None)[scores.size - keep:]
         candidates = [] if null is None else [null]
-        for idx in flat[np.argsort(scores.ravel()[flat])[::-1]]:
-            i, t = np.unravel_index(idx, scores.shape)
-            if scores[i, t] <= 0:
-                continue
+        for score, i, t in best_spans(p_start, p_end, min(max_answer_len, n), top_k * 4):
             c0, c1 = int(offsets[i][0]), int(offsets[i + t][1])
-            candidates.append(Answer(context[c0:c1], float(scores[i, t]), c0, c1, int(owner[i])))
+            candidates.append(Answer(context[c0:c1], score, c0, c1, int(owner[i])))
         # Tokens with identical offsets (rare normaliser cases) can give the same span twice: keep the best.
         best: dict[tuple[int, int], Answer] = {}
         for a in candidates:
@@ -167,4 +173,32 @@ class QuestionAnsweringPipeline(Pipeline):
         return ranked[:top_k]
 
 
-__all__ = ["Answer", "QuestionAnsweringPipeline", "Tokenizer", "stitch_windows"]
+SPAN_BLOCK = 1 << 20  # span scores held at once by best_spans (8 MiB of float64)
+
+
+def best_spans(p_start: np.ndarray, p_end: np.ndarray, span: int, keep: int) -> list[tuple[float, int, int]]:
+    """The ``keep`` best spans ``(score, start, length - 1)`` by ``p_start[i] * p_end[i + t]``, ``0 <= t < span``,
+    ``i + t < n``, positive scores only, best first: O(n x span) time, at most :data:`SPAN_BLOCK` scores in memory
+    (start positions are scored in blocks; each block's best ``keep`` are kept, which hold the overall best)."""
+    n = len(p_start)
+    if n == 0 or span < 1 or keep < 1:
+        return []
+    padded = np.concatenate([p_end, np.zeros(span - 1, dtype=np.float64)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, span)  # windows[i, t] = p_end[i + t] (0 past n)
+    block = max(1, SPAN_BLOCK // span)
+    scores_k, starts_k, lens_k = [], [], []
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        scores = p_start[b0:b1, None] * windows[b0:b1]
+        k = min(keep, scores.size)
+        flat = np.argpartition(scores, scores.size - k, axis=None)[scores.size - k:]
+        i, t = np.unravel_index(flat, scores.shape)
+        scores_k.append(scores[i, t])
+        starts_k.append(i + b0)
+        lens_k.append(t)
+    scores, starts, lens = np.concatenate(scores_k), np.concatenate(starts_k), np.concatenate(lens_k)
+    order = np.argsort(-scores, kind="stable")[:keep]
+    return [(float(scores[j]), int(starts[j]), int(lens[j])) for j in order if scores[j] > 0]
+
+
+__all__ = ["Answer", "QuestionAnsweringPipeline", "Tokenizer", "best_spans", "stitch_windows"]

@@ -27,6 +27,8 @@ from pathlib import Path
 from ..constants import BATCH_SIZE
 from ..errors import NotFoundError, UsageError
 from ..manifest import check_usable, expand_path, load_manifest
+from ..runtime.limits import Limits
+from .protocol import DEFAULT_MAX_JSON_DEPTH, ProtocolError, parse_json
 
 
 @dataclass
@@ -72,7 +74,7 @@ def done_ids(output: Path) -> set[str]:
     return ids
 
 
-def read_pending(input_path: Path, done: set[str]):
+def read_pending(input_path: Path, done: set[str], max_json_depth: int = DEFAULT_MAX_JSON_DEPTH):
     """``(pending, errors, skipped, duplicates)``: pending ``(id, record)`` pairs in file order, error records
     for unparsable lines (keyed by their line number)."""
     pending, errors, skipped, dups = [], [], 0, 0
@@ -82,11 +84,9 @@ def read_pending(input_path: Path, done: set[str]):
             if not raw.strip():
                 continue
             try:
-                rec = json.loads(raw)
-            except UnicodeDecodeError:
-                rec, err = None, f"line {n} is not UTF-8 text"
-            except json.JSONDecodeError as e:
-                rec, err = None, f"line {n} is not valid JSON ({e.msg} at column {e.colno})"
+                rec = parse_json(raw, max_json_depth, what=f"line {n}")
+            except ProtocolError as e:  # not UTF-8 JSON, malformed, or nested too deeply: an error record
+                rec, err = None, str(e)
             rid = rec.get("id", n) if isinstance(rec, dict) else n
             if isinstance(rid, (dict, list)) or rid is None:
                 rec, err, rid = None, f"line {n}: \"id\" must be a string or a number", n
@@ -134,8 +134,10 @@ class _Progress:
 
 def run_batch(model_dir, input_path, output_path, batch_size: int = BATCH_SIZE, use_ray: bool = False,
               address: str | None = None, workers: int = 1, threads: int | None = None, num_cpus: float = 1.0,
-              progress: bool = True, allow_failed_export: bool = False) -> BatchResult:
-    """Run every record of ``input_path`` not yet in ``output_path`` (module doc)."""
+              progress: bool = True, allow_failed_export: bool = False, limits: Limits | None = None,
+              max_json_depth: int = DEFAULT_MAX_JSON_DEPTH) -> BatchResult:
+    """Run every record of ``input_path`` not yet in ``output_path`` (module doc). ``limits`` bound what one record
+    may ask for (:class:`~yoso_deploy.runtime.limits.Limits`); a record over one is an error record."""
     if int(batch_size) < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     if int(workers) < 1:
@@ -149,11 +151,11 @@ def run_batch(model_dir, input_path, output_path, batch_size: int = BATCH_SIZE, 
     if output_path.resolve() == input_path.resolve():
         raise UsageError("--output must differ from --input")
     if output_path.is_dir():
-        raise IsADirectoryError(f"--output {str(output_path)!r} is a directory; give a file path")
+        raise UsageError(f"--output {str(output_path)!r} is a directory", fix="give a file path")
     output_path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     done = done_ids(output_path)
-    pending, bad, skipped, dups = read_pending(input_path, done)
+    pending, bad, skipped, dups = read_pending(input_path, done, max_json_depth)
     bar = _Progress(len(pending) + len(bad), progress)
     written = errors = 0
     with output_path.open("a", encoding="utf-8") as out:
@@ -165,7 +167,8 @@ def run_batch(model_dir, input_path, output_path, batch_size: int = BATCH_SIZE, 
         if pending:
             chunks = (_run_ray if use_ray else _run_local)(
                 model_dir, manifest["task"], pending, int(batch_size), address=address, workers=int(workers),
-                threads=threads, num_cpus=num_cpus, allow_failed_export=allow_failed_export, progress=progress)
+                threads=threads, num_cpus=num_cpus, allow_failed_export=allow_failed_export, progress=progress,
+                limits=(limits or Limits()).to_json())
             for lines, n_err in chunks:
                 out.write("".join(lines))
                 out.flush()
@@ -176,17 +179,17 @@ def run_batch(model_dir, input_path, output_path, batch_size: int = BATCH_SIZE, 
     return BatchResult(written, errors, skipped, dups, time.perf_counter() - t0, use_ray)
 
 
-def _load_pipeline(model_dir, threads, allow_failed_export, batch_size):
+def _load_pipeline(model_dir, threads, allow_failed_export, batch_size, limits: dict | None = None):
     from ..runtime.pipelines import pipeline
 
     return pipeline(model_dir, intra_op_threads=threads, allow_failed_export=allow_failed_export,
-                    batch_size=batch_size)
+                    batch_size=batch_size, limits=Limits(**(limits or {})))
 
 
-def _run_local(model_dir, task, pending, batch_size, threads=None, allow_failed_export=False, **_):
+def _run_local(model_dir, task, pending, batch_size, threads=None, allow_failed_export=False, limits=None, **_):
     from ..runtime.records import run_records
 
-    pipe = _load_pipeline(model_dir, threads, allow_failed_export, batch_size)
+    pipe = _load_pipeline(model_dir, threads, allow_failed_export, batch_size, limits)
     for i in range(0, len(pending), batch_size):
         chunk = pending[i:i + batch_size]
         outcomes = run_records(pipe, task, [r for _, r in chunk])
@@ -196,9 +199,10 @@ def _run_local(model_dir, task, pending, batch_size, threads=None, allow_failed_
 class RecordWorker:
     """A Ray Data actor: one pipeline, records in, output lines out (``map_batches``)."""
 
-    def __init__(self, model_dir: str, task: str, threads=None, allow_failed_export=False, batch_size: int = 8):
+    def __init__(self, model_dir: str, task: str, threads=None, allow_failed_export=False, batch_size: int = 8,
+                 limits: dict | None = None):
         self.task = task
-        self.pipe = _load_pipeline(model_dir, threads, allow_failed_export, batch_size)
+        self.pipe = _load_pipeline(model_dir, threads, allow_failed_export, batch_size, limits)
 
     def __call__(self, batch: dict) -> dict:
         from ..runtime.records import run_records
@@ -211,7 +215,7 @@ class RecordWorker:
 
 
 def _run_ray(model_dir, task, pending, batch_size, address=None, workers=1, threads=None, num_cpus=1.0,
-             allow_failed_export=False, progress=True):
+             allow_failed_export=False, progress=True, limits=None):
     from ..errors import require
 
     require("ray.data", "'yoso-deploy batch --ray'")
@@ -219,7 +223,7 @@ def _run_ray(model_dir, task, pending, batch_size, address=None, workers=1, thre
 
     own = address is None and not ray.is_initialized()
     if own:
-        from .deployment import loopback_only_env
+        from .ray_env import loopback_only_env
 
         loopback_only_env()
         # a new instance of our own, never one found through RAY_ADDRESS or /tmp/ray/ray_current_cluster
@@ -240,7 +244,7 @@ def _run_ray(model_dir, task, pending, batch_size, address=None, workers=1, thre
                              batch_format="numpy",
                              fn_constructor_kwargs={"model_dir": str(model_dir), "task": task, "threads": threads,
                                                     "allow_failed_export": allow_failed_export,
-                                                    "batch_size": batch_size})
+                                                    "batch_size": batch_size, "limits": limits})
         for b in out.iter_batches(batch_size=None, batch_format="numpy"):
             lines = [str(x) for x in b["line"]]
             yield lines, int(sum(bool(e) for e in b["error"]))

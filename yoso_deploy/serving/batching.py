@@ -138,3 +138,56 @@ def run_batched(run_fn, items: list[WorkItem], max_rows: int, pads: dict, seq_ax
             stats.max_items_per_run = max(stats.max_items_per_run, len(group))
             stats.items_per_run[len(group)] = stats.items_per_run.get(len(group), 0) + 1
     return results
+
+
+class AsyncBatcher:
+    """Dynamic batching for the ASGI engine: ``submit(item)`` waits until its batch has run. A batch starts when
+    it holds ``max_rows`` rows or ``wait_ms`` after its first item; ``run_items`` (the server's
+    ``run_items_async``) runs it in as few model runs as :func:`plan_runs` allows."""
+
+    def __init__(self, run_items, max_rows: int, wait_ms: float):
+        import asyncio
+
+        self._asyncio = asyncio
+        self.run_items = run_items
+        self.max_rows = int(max_rows)
+        self.wait_s = float(wait_ms) / 1000.0
+        self._queue: list = []
+        self._rows = 0
+        self._flush = None  # the timer of the open batch
+        self._closed = False
+
+    async def submit(self, item: WorkItem):
+        if self._closed:
+            raise RuntimeError("the batcher is closed")
+        loop = self._asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((item, fut))
+        self._rows += item.rows
+        if self._rows >= self.max_rows:
+            self._start(loop)
+        elif self._flush is None:
+            self._flush = loop.call_later(self.wait_s, self._start, loop)
+        return await fut
+
+    def _start(self, loop):
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        batch, self._queue, self._rows = self._queue, [], 0
+        if batch:
+            loop.create_task(self._run(batch))
+
+    async def _run(self, batch):
+        try:
+            results = await self.run_items([item for item, _ in batch])
+        except Exception as e:  # noqa: BLE001 - every waiting request gets the error
+            results = [e] * len(batch)
+        for (_, fut), res in zip(batch, results):
+            if not fut.done():
+                fut.set_result(res)
+
+    async def close(self):
+        self._closed = True
+        if self._queue:
+            self._start(self._asyncio.get_running_loop())

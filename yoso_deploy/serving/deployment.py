@@ -1,4 +1,4 @@
-"""The Ray Serve deployment and application of ``yoso-deploy serve`` (needs the ``[serve]`` extra).
+"""The Ray Serve deployment and application of ``yoso-deploy serve --engine ray`` (needs the ``[ray]`` extra).
 
 Each replica holds one :class:`~yoso_deploy.serving.server.InferenceServer` (one runtime model, the
 custom-op library registered, and the task's pipeline). Every model run -- of an Open Inference Protocol
@@ -22,14 +22,25 @@ from ray import serve
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..constants import MANIFEST_FILE, SERVE_BATCH_WAIT_MS, SERVE_MAX_BATCH_SIZE
+from ..constants import (
+    MANIFEST_FILE,
+    SERVE_BATCH_WAIT_MS,
+    SERVE_MAX_BATCH_SIZE,
+    SERVE_MAX_INFLIGHT_TOKENS,
+    SERVE_RUN_TOKENS,
+)
 from ..errors import NotFoundError, UsageError
+from ..runtime.limits import Limits
+from .protocol import DEFAULT_MAX_JSON_DEPTH, error_body
+from .ray_env import loopback_only_env  # noqa: F401 - re-exported (older imports)
 from .server import DEFAULT_MAX_REQUEST_BYTES, InferenceServer, model_dir_arg
 
-DEFAULTS = {"replicas": 1, "max_batch_size": SERVE_MAX_BATCH_SIZE, "batch_wait_ms": SERVE_BATCH_WAIT_MS, "threads": None, "name": None,
-            "max_ongoing_requests": None, "max_queued_requests": None, "num_cpus": 1.0,
+DEFAULTS = {"replicas": 1, "max_batch_size": SERVE_MAX_BATCH_SIZE, "batch_wait_ms": SERVE_BATCH_WAIT_MS,
+            "threads": None, "name": None, "max_ongoing_requests": None, "max_queued_requests": None, "num_cpus": 1.0,
             "allow_failed_export": False, "max_request_bytes": DEFAULT_MAX_REQUEST_BYTES,
-            "optimized_cache_dir": None}
+            "optimized_cache_dir": None, "max_json_depth": DEFAULT_MAX_JSON_DEPTH,
+            "max_inflight_tokens": SERVE_MAX_INFLIGHT_TOKENS, "run_tokens": SERVE_RUN_TOKENS, **Limits().to_json()}
+LIMIT_KEYS = tuple(Limits().to_json())
 
 
 def _bind_replica_grpc_to_loopback() -> None:
@@ -80,13 +91,17 @@ class YosoModelDeployment:
     def __init__(self, model_dir: str, name: str | None = None, max_batch_size: int = SERVE_MAX_BATCH_SIZE,
                  batch_wait_ms: float = SERVE_BATCH_WAIT_MS,
                  threads: int | None = None, allow_failed_export: bool = False,
-                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, pipeline_threads: int = 8,
-                 optimized_cache_dir: str | None = None):
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, pipeline_threads: int = 32,
+                 optimized_cache_dir: str | None = None, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+                 max_inflight_tokens: int = SERVE_MAX_INFLIGHT_TOKENS, run_tokens: int = SERVE_RUN_TOKENS,
+                 limits: dict | None = None):
         self.batching = batch_wait_ms > 0 and max_batch_size > 1
         self.server = InferenceServer(model_dir, name=name, max_batch_size=max_batch_size, threads=threads,
                                       allow_failed_export=allow_failed_export, max_request_bytes=max_request_bytes,
                                       pipeline_threads=pipeline_threads, submit=self._submit,
-                                      optimized_cache_dir=optimized_cache_dir)
+                                      optimized_cache_dir=optimized_cache_dir, limits=Limits(**(limits or {})),
+                                      max_json_depth=max_json_depth, max_inflight_tokens=max_inflight_tokens,
+                                      run_tokens=run_tokens)
         self.server.stats_fn = self.stats
         self._batched.set_max_batch_size(int(max_batch_size))
         self._batched.set_batch_wait_timeout_s(float(batch_wait_ms) / 1000.0)
@@ -101,15 +116,29 @@ class YosoModelDeployment:
         return await self.server.run_one(item)
 
     async def __call__(self, request: Request) -> Response:
+        limit = self.server.max_request_bytes
+        refused = {"content-type": "application/json", "connection": "close"}
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.server.max_request_bytes:
-            status, headers, body = 413, {"content-type": "application/json"}, (
-                b'{"error": "the request body is larger than this server accepts (%d bytes); send fewer rows per '
-                b'request"}' % self.server.max_request_bytes)
+        if length is not None and length.isdigit() and int(length) > limit:  # refused before reading the body
+            status, headers, body = 413, refused, error_body(
+                f"the request body is {int(length):,} bytes (Content-Length), more than this server accepts "
+                f"({limit:,}); send less, or raise the limit with --max-request-bytes")
         else:
-            body = await request.body()
-            status, headers, body = await self.server.handle(request.method, _app_path(request), dict(request.headers),
-                                                             body)
+            chunks, size = [], 0
+            async for chunk in request.stream():  # counted while it streams (a chunked body has no length)
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+            if size > limit:
+                status, headers, body = 413, refused, error_body(
+                    f"the request body passed {limit:,} bytes, more than this server accepts; send less, or raise "
+                    "the limit with --max-request-bytes")
+            else:
+                status, headers, body = await self.server.handle(request.method, _app_path(request),
+                                                                 dict(request.headers), b"".join(chunks))
+        if request.method == "HEAD":
+            return Response(status_code=status, headers={**headers, "content-length": str(len(body))})
         return Response(content=body, status_code=status, headers=headers)
 
     def stats(self) -> dict:
@@ -160,7 +189,9 @@ def build_app(args: dict | None = None, **kwargs):
     (0: no dynamic batching), ``threads`` (ORT intra-op threads per replica), ``name`` (in the URLs; default
     the export directory's name), ``max_ongoing_requests`` (per replica; default 2 x max_batch_size),
     ``max_queued_requests`` (per proxy; default 8 x max_ongoing), ``num_cpus`` (per replica, Ray's
-    scheduling), ``allow_failed_export``, ``max_request_bytes``, ``optimized_cache_dir``."""
+    scheduling), ``allow_failed_export``, ``max_request_bytes``, ``optimized_cache_dir``, ``max_json_depth``,
+    ``max_inflight_tokens``, ``run_tokens`` and the pipeline limits (``max_tokens``, ``max_texts``, ...:
+    :class:`~yoso_deploy.runtime.limits.Limits`)."""
     o = _parse({**(args or {}), **kwargs})
     model_dir = model_dir_arg(o["model"])
     if not (model_dir / MANIFEST_FILE).is_file():
@@ -176,20 +207,7 @@ def build_app(args: dict | None = None, **kwargs):
     )
     return dep.bind(str(model_dir), name=name, max_batch_size=o["max_batch_size"], batch_wait_ms=o["batch_wait_ms"],
                     threads=o["threads"], allow_failed_export=o["allow_failed_export"],
-                    max_request_bytes=o["max_request_bytes"], pipeline_threads=ongoing,
-                    optimized_cache_dir=o["optimized_cache_dir"])
-
-
-def loopback_only_env() -> None:
-    """Make a Ray cluster started from this process bind its own servers to 127.0.0.1 only.
-
-    Ray maps a loopback node address to the machine's outward IP and then listens there, unless it is told
-    it runs a single-machine cluster (``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``, which makes the node address
-    127.0.0.1 and Ray's gRPC servers listen on it alone; tested). Must run before ``ray.init``; Ray reads
-    the variable when it is imported, so the already-imported constant is set too."""
-    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    import sys
-
-    constants = sys.modules.get("ray._private.ray_constants")
-    if constants is not None and os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] == "0":
-        constants.ENABLE_RAY_CLUSTER = False
+                    max_request_bytes=o["max_request_bytes"], pipeline_threads=max(32, ongoing),
+                    optimized_cache_dir=o["optimized_cache_dir"], max_json_depth=o["max_json_depth"],
+                    max_inflight_tokens=o["max_inflight_tokens"], run_tokens=o["run_tokens"],
+                    limits={k: o[k] for k in LIMIT_KEYS})

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..constants import SERVE_MAX_JSON_DEPTH
 from ..errors import UsageError
 
 HEADER_LENGTH = "inference-header-content-length"  # compared lower-case; HTTP header names are case-insensitive
@@ -44,11 +45,47 @@ def datatype(dtype) -> str:
 
 
 class ProtocolError(UsageError):
-    """A request the server refuses: ``status`` (400, 404, 413, ...) and a one-line message."""
+    """A request the server refuses: ``status`` (400, 404, 405, 413, ...), a one-line message, and headers the
+    response must carry (``Allow`` of a 405)."""
 
-    def __init__(self, message: str, status: int = 400):
-        super().__init__(message)
+    def __init__(self, message: str, status: int = 400, headers: dict | None = None, **kwargs):
+        super().__init__(message, **kwargs)
         self.status = status
+        self.headers = dict(headers or {})
+
+
+DEFAULT_MAX_JSON_DEPTH = SERVE_MAX_JSON_DEPTH
+
+
+def json_depth(value, limit: int) -> int:
+    """The nesting depth of a parsed JSON value (a scalar: 0), counted without recursion up to ``limit + 1``."""
+    depth, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            depth = max(depth, d)
+            if depth > limit:
+                return depth
+            stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return depth
+
+
+def parse_json(data: bytes | str, max_depth: int = DEFAULT_MAX_JSON_DEPTH, what: str = "the request body"):
+    """``json.loads`` that refuses, as a :class:`ProtocolError` (400), text that is not UTF-8 JSON and values nested
+    deeper than ``max_depth`` (``--max-json-depth``) -- also those deep enough to exhaust Python's recursion."""
+    try:
+        value = json.loads(data)
+    except UnicodeDecodeError:
+        raise ProtocolError(f"{what} is not UTF-8 JSON") from None
+    except json.JSONDecodeError as e:
+        raise ProtocolError(f"malformed JSON in {what} ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise ProtocolError(f"{what} is nested more deeply than this server reads (limit {max_depth})",
+                            fix="send flat data, or raise the limit with --max-json-depth") from None
+    if json_depth(value, max_depth) > max_depth:
+        raise ProtocolError(f"{what} is nested more than {max_depth} levels deep",
+                            fix="send flat data, or raise the limit with --max-json-depth")
+    return value
 
 
 @dataclass
@@ -64,7 +101,7 @@ class InferRequest:
         return name in self.binary_outputs or (self.outputs is None and self.all_binary)
 
 
-def _json_header(body: bytes, headers) -> tuple[dict, bytes]:
+def _json_header(body: bytes, headers, max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> tuple[dict, bytes]:
     length = None
     for k, v in (headers or {}).items():
         if k.lower() == HEADER_LENGTH:
@@ -86,12 +123,11 @@ def _json_header(body: bytes, headers) -> tuple[dict, bytes]:
                                 "empty; it must be the size of the JSON part at the start of the body")
         raise ProtocolError('the request body is empty; send a JSON object {"inputs": [...]}')
     try:
-        obj = json.loads(head)
+        head.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError("the request is not UTF-8 JSON; binary tensors need the header "
                             "Inference-Header-Content-Length (the size of the JSON part)") from None
-    except json.JSONDecodeError as e:
-        raise ProtocolError(f"malformed JSON in the request body ({e.msg} at line {e.lineno} column {e.colno})") from None
+    obj = parse_json(head, max_depth)
     if not isinstance(obj, dict):
         raise ProtocolError(f'the request must be a JSON object {{"inputs": [...]}}, got a JSON {type(obj).__name__}')
     return obj, rest
@@ -103,6 +139,17 @@ def _shape(value, where: str) -> list[int]:
     if any(d < 0 for d in value):
         raise ProtocolError(f"{where}.shape {value} has a negative dimension; give the tensor's actual shape")
     return value
+
+
+INT64_MAX = np.iinfo(np.int64).max
+
+
+def _check_range(arr: np.ndarray, where: str, dt: str) -> None:
+    """Integer tensors reach the model as int64: a value no int64 holds (UINT64 above 2^63 - 1) is refused, never
+    wrapped."""
+    if arr.dtype == np.uint64 and arr.size and int(arr.max()) > INT64_MAX:
+        raise ProtocolError(f"{where} holds {int(arr.max())}, which the model's int64 input cannot hold",
+                            fix=f"send values up to {INT64_MAX} (token ids are small)")
 
 
 def _flatten_json(data, where: str, dtype: np.dtype) -> np.ndarray:
@@ -119,8 +166,8 @@ def _flatten_json(data, where: str, dtype: np.dtype) -> np.ndarray:
     if arr.dtype == object or arr.dtype.kind in "USV":
         raise ProtocolError(f"{where}.data must hold numbers, got {arr.dtype.kind == 'U' and 'strings' or 'mixed values'}")
     if dtype.kind in "iu" and arr.size and arr.dtype.kind == "f":
-        if not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
-            raise ProtocolError(f"{where}.data holds non-integer values for datatype {DATATYPE_OF[dtype]}")
+        raise ProtocolError(f"{where}.data holds floating-point numbers for datatype {DATATYPE_OF[dtype]}",
+                            fix="send integers (e.g. 5, not 5.0)")
     if dtype.kind == "b" and arr.size and arr.dtype.kind not in "b":
         raise ProtocolError(f"{where}.data must be true/false for datatype BOOL")
     if dtype.kind in "iu" and arr.size:
@@ -129,14 +176,18 @@ def _flatten_json(data, where: str, dtype: np.dtype) -> np.ndarray:
         if lo < info.min or hi > info.max:
             raise ProtocolError(f"{where}.data holds {int(lo if lo < info.min else hi)}, outside the range of "
                                 f"{DATATYPE_OF[dtype]}")
-    return arr.astype(dtype, copy=False).ravel()
+    out = arr.astype(dtype, copy=False).ravel()
+    _check_range(out, f"{where}.data", DATATYPE_OF[dtype])
+    return out
 
 
-def parse_infer_request(body: bytes, headers=None, max_elements: int | None = None) -> InferRequest:
+def parse_infer_request(body: bytes, headers=None, max_elements: int | None = None,
+                        max_depth: int = DEFAULT_MAX_JSON_DEPTH) -> InferRequest:
     """An ``InferRequest`` from the body and headers of ``POST /v2/models/{name}/infer``.
 
-    ``max_elements`` bounds the elements of one tensor (a guard against a huge ``shape``)."""
-    obj, rest = _json_header(body, headers)
+    ``max_elements`` bounds the elements of one tensor (a guard against a huge ``shape``); ``max_depth`` the
+    nesting of the JSON header."""
+    obj, rest = _json_header(body, headers, max_depth)
     raw_inputs = obj.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
         raise ProtocolError('the request needs "inputs": a non-empty list of {"name", "shape", "datatype", "data"}')
@@ -163,8 +214,8 @@ def parse_infer_request(body: bytes, headers=None, max_elements: int | None = No
         dtype = DATATYPES[dt]
         count = math.prod(shape)
         if max_elements is not None and count > max_elements:
-            raise ProtocolError(f"{where} has {count} elements, more than this server accepts ({max_elements}); "
-                                "send smaller requests", status=413)
+            raise ProtocolError(f"{where} has {count:,} elements, more than this server accepts ({max_elements:,})",
+                                status=413, fix="send fewer rows (or serve with a larger --max-batch-size)")
         tparams = t.get("parameters") or {}
         if not isinstance(tparams, dict):
             raise ProtocolError(f"{where}.parameters must be a JSON object")
@@ -179,6 +230,7 @@ def parse_infer_request(body: bytes, headers=None, max_elements: int | None = No
                 raise ProtocolError(f"{where}: the body holds {len(rest) - offset} bytes of binary data after the JSON "
                                     f"header, {size} needed; send every binary input's bytes in input order")
             arr = np.frombuffer(rest, dtype=dtype.newbyteorder("<"), count=count, offset=offset).astype(dtype)
+            _check_range(arr, where, dt)
             offset += size
             if "data" in t:
                 raise ProtocolError(f"{where} has both binary data and \"data\"; send one")

@@ -33,22 +33,39 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 import threading
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ..constants import __version__
-from ..errors import UsageError
+from ..constants import (
+    SERVE_MAX_BATCH_SIZE,
+    SERVE_MAX_INFLIGHT_TOKENS,
+    SERVE_MAX_REQUEST_BYTES,
+    SERVE_RUN_TOKENS,
+    __version__,
+)
+from ..errors import UsageError, YosoDeployError
 from ..manifest import expand_path
+from ..runtime.limits import Limits, OverloadedError, TokenBudget
 from .batching import BatchStats, WorkItem, pad_values, run_batched, sequence_axes
-from .protocol import ProtocolError, encode_infer_response, error_body, parse_infer_request, tensor_metadata
+from .protocol import (
+    DEFAULT_MAX_JSON_DEPTH,
+    ProtocolError,
+    encode_infer_response,
+    error_body,
+    parse_infer_request,
+    parse_json,
+    tensor_metadata,
+)
 
 log = logging.getLogger("yoso_deploy.serving")
 
 JSON = {"content-type": "application/json"}
-DEFAULT_MAX_REQUEST_BYTES = 32 * 2**20
+DEFAULT_MAX_REQUEST_BYTES = SERVE_MAX_REQUEST_BYTES
 _MODEL_PATH = re.compile(r"^/v2/models/(?P<name>[^/]+)(?:/versions/(?P<version>[^/]+))?(?P<rest>/[a-z]+)?$")
 _TASK_PATH = re.compile(r"^/v1/(?P<name>[^/]+)/(?P<task>[^/]+)$")
 
@@ -112,9 +129,11 @@ class InferenceServer:
     ``threads``: ONNX Runtime intra-op threads; ``max_request_bytes``: larger bodies get 413.
     """
 
-    def __init__(self, model_dir, name: str | None = None, max_batch_size: int = 8, threads: int | None = None,
-                 allow_failed_export: bool = False, max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 pipeline_threads: int = 8, submit=None, optimized_cache_dir=None):
+    def __init__(self, model_dir, name: str | None = None, max_batch_size: int = SERVE_MAX_BATCH_SIZE,
+                 threads: int | None = None, allow_failed_export: bool = False,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES, pipeline_threads: int = 32, submit=None,
+                 optimized_cache_dir=None, limits: Limits | None = None, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+                 max_inflight_tokens: int = SERVE_MAX_INFLIGHT_TOKENS, run_tokens: int | None = SERVE_RUN_TOKENS):
         from ..runtime.models import YosoOrtModel
         from ..runtime.pipelines import pipeline_class
         from ..runtime.tokenizer import Tokenizer
@@ -125,6 +144,10 @@ class InferenceServer:
         self.name = check_model_name(name or default_model_name(self.model_dir))
         self.max_batch_size = int(max_batch_size)
         self.max_request_bytes = int(max_request_bytes)
+        self.max_json_depth = int(max_json_depth)
+        self.limits = limits if limits is not None else Limits()
+        self.run_tokens = run_tokens
+        self.admission = TokenBudget(max_inflight_tokens)
         self.model = YosoOrtModel.from_pretrained(self.model_dir, intra_op_threads=threads,
                                                   allow_failed_export=allow_failed_export,
                                                   optimized_cache_dir=optimized_cache_dir)
@@ -140,12 +163,15 @@ class InferenceServer:
         self._loop = None
         self._lock = threading.Lock()
         self.batch_stats = BatchStats()
-        self.counters = {"requests": 0, "infer": 0, "task": 0, "client_errors": 0, "server_errors": 0}
+        self.counters = {"requests": 0, "infer": 0, "task": 0, "client_errors": 0, "server_errors": 0,
+                         "overloaded": 0}
         self.pipeline = None
         self.tokenizer_error = None
         try:
             tok = Tokenizer.from_dir(self.model_dir)
-            self.pipeline = pipeline_class(self.task)(_BatchedModel(self), tok, batch_size=self.max_batch_size)
+            self.pipeline = pipeline_class(self.task)(_BatchedModel(self), tok, batch_size=self.max_batch_size,
+                                                      limits=self.limits, run_tokens=run_tokens)
+            self.pipeline.admission = self.admission
         except (FileNotFoundError, ValueError) as e:  # no tokenizer: OIP only
             self.tokenizer_error = str(e)
         self.loaded_at = time.time()
@@ -188,25 +214,47 @@ class InferenceServer:
 
         heavy = sorted({m.split(".")[0] for m in sys.modules} & {"torch", "transformers"})
         return {"model": self.name, "task": self.task, "pid": os.getpid(), "counters": dict(self.counters),
-                "batching": self.batch_stats.to_json(), "heavy_modules": heavy, "uptime_s": time.time() - self.loaded_at}
+                "batching": self.batch_stats.to_json(), "admission": self.admission.to_json(),
+                "limits": self.limits.to_json(), "heavy_modules": heavy, "uptime_s": time.time() - self.loaded_at}
+
+    @classmethod
+    def from_config(cls, config, submit=None) -> "InferenceServer":
+        """The server of a :class:`~yoso_deploy.serving.config.ServeConfig`."""
+        return cls(config.model_dir, name=config.name, max_batch_size=config.max_batch_size, threads=config.threads,
+                   allow_failed_export=config.allow_failed_export, max_request_bytes=config.max_request_bytes,
+                   submit=submit, optimized_cache_dir=config.optimized_cache_dir, limits=config.limits,
+                   max_json_depth=config.max_json_depth, max_inflight_tokens=config.max_inflight_tokens,
+                   run_tokens=config.run_tokens)
 
     async def handle(self, method: str, path: str, headers: dict, body: bytes) -> tuple[int, dict, bytes]:
-        """Answer one HTTP request: ``(status, headers, body)``; never raises."""
+        """Answer one HTTP request: ``(status, headers, body)``; never raises.
+
+        What the client got wrong (a :class:`~yoso_deploy.errors.YosoDeployError`: a malformed request, a limit, a
+        bad input) is its 4xx with ``{"error": "<one line>"}`` (503 + ``Retry-After`` when the token budget is
+        full); anything else is a fault of the server: 500 with a generic message and a request id, the
+        traceback in the server's log only."""
         self._loop = asyncio.get_running_loop()
         self.counters["requests"] += 1
         try:
             status, hdrs, payload = await self._route(method.upper(), path.rstrip("/") or "/", headers, body)
-        except ProtocolError as e:
-            status, hdrs, payload = e.status, JSON, error_body(str(e))
-        except (ValueError, TypeError, KeyError) as e:  # InputError, RecordError, TokenizerError, pipeline checks
+        except YosoDeployError as e:
+            status = int(getattr(e, "status", 400))
+            hdrs = {**JSON, **getattr(e, "headers", {})}
+            if isinstance(e, OverloadedError):
+                status, hdrs["retry-after"] = 503, str(max(1, math.ceil(e.retry_after)))
+                self.counters["overloaded"] += 1
+            elif not 400 <= status < 500:  # a kind without an HTTP status of its own is the client's input
+                status = 400
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            status, hdrs, payload = 400, JSON, error_body(msg)
-        except Exception as e:  # noqa: BLE001 - a fault of ours: 500, logged, the replica lives on
-            log.exception("internal error on %s %s", method, path)
-            status, hdrs, payload = 500, JSON, error_body(f"internal server error: {type(e).__name__}: {e}")
+            payload = error_body(msg)
+        except Exception:  # noqa: BLE001 - a fault of ours: 500 without its details, logged, the server lives on
+            rid = uuid.uuid4().hex[:12]
+            log.exception("internal error (request id %s) on %s %s", rid, method, path)
+            status, hdrs, payload = 500, JSON, error_body(f"internal server error (request id {rid}); the server "
+                                                          "log has the details")
         if 400 <= status < 500:
             self.counters["client_errors"] += 1
-        elif status >= 500:
+        elif status >= 500 and status != 503:
             self.counters["server_errors"] += 1
         return status, hdrs, payload
 
@@ -260,8 +308,11 @@ class InferenceServer:
 
     @staticmethod
     def _method(method: str, allowed: str):
-        if method != allowed:
-            raise ProtocolError(f"method {method} is not allowed here; use {allowed}", status=405)
+        """Refuse another method with 405 and ``Allow``; ``HEAD`` is answered wherever ``GET`` is."""
+        ok = (allowed, "HEAD") if allowed == "GET" else (allowed,)
+        if method not in ok:
+            raise ProtocolError(f"method {method} is not allowed here; use {allowed}", status=405,
+                                headers={"allow": ", ".join(ok)})
 
     def metadata(self) -> dict:
         return {"name": self.name, "versions": ["1"], "platform": "onnxruntime_onnx", "task": self.task,
@@ -270,14 +321,15 @@ class InferenceServer:
 
     def _check_size(self, body: bytes):
         if len(body) > self.max_request_bytes:
-            raise ProtocolError(f"the request body has {len(body)} bytes, more than this server accepts "
-                                f"({self.max_request_bytes}); send fewer rows per request", status=413)
+            raise ProtocolError(f"the request body has {len(body):,} bytes, more than this server accepts "
+                                f"({self.max_request_bytes:,})", status=413,
+                                fix="send less per request, or raise the limit with --max-request-bytes")
 
     async def _infer(self, headers: dict, body: bytes):
         self._check_size(body)
         self.counters["infer"] += 1
         limit = self.max_batch_size * self.model.max_sequence_length * 64
-        req = parse_infer_request(body, headers, max_elements=limit)
+        req = parse_infer_request(body, headers, max_elements=limit, max_depth=self.max_json_depth)
         names = req.outputs if req.outputs is not None else list(self.model.output_names)
         unknown = [n for n in names if n not in self.model.output_names]
         if unknown:
@@ -288,7 +340,9 @@ class InferenceServer:
             raise ProtocolError(f"input 'input_ids' has a batch of {rows} rows, more than this server's max batch "
                                 f"size {self.max_batch_size}; split the request (or serve with a larger "
                                 "--max-batch-size)")
-        outs = await self._submit_checked(WorkItem(feeds, names))
+        item = WorkItem(feeds, names)
+        with self.admission.reserve(item.rows * item.length):  # 503 when the budget is full
+            outs = await self._submit_checked(item)
         binary = {n for n in names if req.binary(n)}
         payload, hdrs = encode_infer_response(self.name, {n: outs[n] for n in names}, binary, req.id)
         return 200, hdrs, payload
@@ -310,12 +364,7 @@ class InferenceServer:
                                 f"/v2/models/{self.name}/infer with token ids", status=404)
         if not body.strip():
             raise ProtocolError("the request body is empty; send a JSON object with the task's fields")
-        try:
-            record = json.loads(body)
-        except UnicodeDecodeError:
-            raise ProtocolError("the request body is not UTF-8 JSON") from None
-        except json.JSONDecodeError as e:
-            raise ProtocolError(f"malformed JSON in the request body ({e.msg} at line {e.lineno} column {e.colno})") from None
+        record = parse_json(body, self.max_json_depth)
         self.counters["task"] += 1
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._pipe_pool, run_record, self.pipeline, self.task, record)

@@ -149,6 +149,11 @@ def write_repo(model_dir, output, name: str | None = None, backend: str = "onnxr
     if output.exists() and not output.is_dir():
         raise TritonRepoError(f"--output {str(output)!r} is a file; give a directory for the model repository")
     target = output / name
+    if target.is_symlink():
+        raise TritonRepoError(f"{str(target)!r} is a symbolic link; replacing it would write where it points -- "
+                              "remove the link, or choose another --output or --name")
+    if target.exists() and not target.is_dir():
+        raise TritonRepoError(f"{str(target)!r} is a file, not a model directory; choose another --output or --name")
     if target.exists() and any(target.iterdir()) and not (target / "config.pbtxt").is_file():
         raise TritonRepoError(f"{str(target)!r} exists and is not a model of a Triton repository; choose another "
                               "--output or --name")
@@ -198,18 +203,26 @@ def write_repo(model_dir, output, name: str | None = None, backend: str = "onnxr
         parse_config(text)  # a bug here must not produce a repository Triton refuses
         checked = True
 
-    # Write into a temporary sibling, then swap it in: no half-written model directory.
+    # Write into a temporary sibling, then swap it in: no half-written model directory, nothing left behind.
     output.mkdir(parents=True, exist_ok=True)
     tmp = output / f".{name}.{os.getpid()}.tmp"
+    old = output / f".{name}.{os.getpid()}.old"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "1").mkdir(parents=True)
-    for rel, src in files.items():
-        shutil.copy2(src, tmp / rel)
-    shutil.copy2(model_dir / MANIFEST, tmp / MANIFEST)
-    (tmp / "config.pbtxt").write_text(text)
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(tmp, target)
+    try:
+        (tmp / "1").mkdir(parents=True)
+        for rel, src in files.items():
+            shutil.copy2(src, tmp / rel)
+        shutil.copy2(model_dir / MANIFEST, tmp / MANIFEST)
+        (tmp / "config.pbtxt").write_text(text)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    except OSError as e:
+        raise TritonRepoError(f"cannot write the model repository at {str(target)!r}: {e.strerror or e}",
+                              fix="choose a writable --output") from e
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
     return {"model_dir": target, "config": cfg, "config_text": text, "files": sorted([*files, MANIFEST, "config.pbtxt"]),
             "schema_checked": checked, "server_root": server_root, "op_library": op_library}
 

@@ -1,4 +1,4 @@
-"""`yoso-deploy serve` as users run it: a subprocess that starts its own Ray, answers on 127.0.0.1, imports
+"""`yoso-deploy serve --engine ray` as users run it: a subprocess that starts its own Ray, answers on 127.0.0.1, imports
 neither torch nor transformers, and on SIGTERM (and Ctrl-C) exits 0 leaving no Ray process behind; bad
 arguments are one-line errors before Ray starts."""
 
@@ -36,7 +36,7 @@ def _serve(args):
     # A RAY_ADDRESS (or another cluster on the machine) must not be joined without --address: the command's
     # shutdown would stop that cluster's Serve. Nothing listens on port 1, so joining it would fail.
     env = {**_env(), "RAY_ADDRESS": "127.0.0.1:1"}
-    return subprocess.Popen([sys.executable, "-c", PROBE, "serve", *args], cwd=REPO, env=env,
+    return subprocess.Popen([sys.executable, "-c", PROBE, "serve", "--engine", "ray", *args], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -88,9 +88,12 @@ def test_serve_bad_arguments_are_one_line_errors(tmp_path, args, words):
         assert w in r.stderr, r.stderr
 
 
-def test_serve_names_the_missing_extra(task_exports):
-    code = ("import sys\nsys.modules['ray'] = None\nsys.modules['ray.serve'] = None\nfrom yoso_deploy.cli.main import main\n"
-            f"main(['serve', '--model', {str(task_exports['qa'])!r}])\n")
+@pytest.mark.parametrize("blocked,engine,extra", [(("uvicorn",), "asgi", "serve"),
+                                                   (("ray", "ray.serve"), "ray", "ray")])
+def test_serve_names_the_missing_extra(task_exports, blocked, engine, extra):
+    code = ("import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked) +
+            "from yoso_deploy.cli.main import main\n"
+            f"main(['serve', '--engine', {engine!r}, '--model', {str(task_exports['qa'])!r}])\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
-    assert r.returncode == 2 and "pip install 'yoso-deploy[serve]'" in r.stderr, r.stderr[-2000:]
+    assert r.returncode == 2 and f"pip install 'yoso-deploy[{extra}]'" in r.stderr, r.stderr[-2000:]
     assert len([ln for ln in r.stderr.splitlines() if ln.startswith("error:")]) == 1
