@@ -19,14 +19,15 @@
 #   command: scripts/device_check.sh        carry: [".device"]        timeout_s: 540
 # The GPU machine's python3 (with torch) runs it; the repository's sources are imported from the tree
 # (PYTHONPATH), the CUDA build of libyoso_kernels.so through YOSO_KERNELS_LIBRARY.
-#   YOSO_PYTHON       interpreter (default: .venv/bin/python if present, else python3)
+#   YOSO_PYTHON       interpreter (default: $YOSO_VENV/bin/python, else .venv/bin/python, if it has torch; else python3)
 #   YOSO_CUDA_ARCHITECTURES  (default 90)   YOSO_JOBS (default: all cores)
 set -uo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${YOSO_PYTHON:-}"
 if [ -z "$py" ]; then
-  if [ -x "$root/.venv/bin/python" ] && "$root/.venv/bin/python" -c 'import torch' >/dev/null 2>&1; then
-    py="$root/.venv/bin/python"
+  venv_py="${YOSO_VENV:-$root/.venv}/bin/python"
+  if [ -x "$venv_py" ] && "$venv_py" -c 'import torch' >/dev/null 2>&1; then
+    py="$venv_py"
   else
     py=python3
   fi
