@@ -1,7 +1,7 @@
 """`yoso-deploy serve` with the default asgi engine (uvicorn, no Ray), as users run it: a subprocess on 127.0.0.1
 that answers the Open Inference Protocol and the task endpoints as the in-process pipelines do, imports neither
 torch nor transformers nor Ray, serves with several worker processes, and on SIGTERM lets the request in flight
-finish before it exits 0."""
+finish before it exits 0; and the application's own body checks, in process."""
 
 import json
 import signal
@@ -82,3 +82,40 @@ def test_sigterm_drains_the_request_in_flight(task_exports):
         assert status == 200 and json.loads(body)["result"][0]["answer"], body
         assert proc.wait(60) == 0
         print(f"\ndrained one long request and stopped in {time.perf_counter() - t0:.2f}s")
+
+
+def test_body_reading_refuses_what_uvicorn_would_let_through():
+    """The application's own body checks (for ASGI hosts other than uvicorn, which already answers 400 to a
+    malformed Content-Length): a malformed or too large declared length, a chunked body past the limit, a client
+    that disconnects mid-body, a body slower than --body-timeout; and a body within the limit is returned whole."""
+    import asyncio
+
+    from yoso_deploy.serving.asgi import YosoASGI, _Refused
+    from yoso_deploy.serving.config import ServeConfig
+
+    app = YosoASGI(ServeConfig(model_dir="unused", max_request_bytes=10, body_timeout_s=0.2), server=object())
+
+    def receiver(*messages):
+        it = iter(messages)
+        return lambda: asyncio.sleep(0, next(it))
+
+    def read(headers, *messages):
+        return asyncio.run(app._read_body(headers, receiver(*messages)))
+
+    def refused(headers, *messages):
+        with pytest.raises(_Refused) as e:
+            read(headers, *messages)
+        return e.value.status, str(e.value)
+
+    chunk = lambda b, more: {"type": "http.request", "body": b, "more_body": more}  # noqa: E731
+    assert read({"content-length": "10"}, chunk(b"01234", True), chunk(b"56789", False)) == b"0123456789"
+    assert refused({"content-length": "abc"})[0] == 400
+    status, msg = refused({"content-length": "11"})
+    assert status == 413 and "--max-request-bytes" in msg
+    status, msg = refused({}, chunk(b"012345", True), chunk(b"67890", True))
+    assert status == 413 and "passed 10 bytes" in msg
+    assert refused({}, chunk(b"01", True), {"type": "http.disconnect"})[0] == 400
+    slow = lambda: asyncio.sleep(5, chunk(b"", False))  # noqa: E731
+    with pytest.raises(_Refused) as e:
+        asyncio.run(app._read_body({}, slow))
+    assert e.value.status == 408 and "--body-timeout" in str(e.value)
