@@ -88,3 +88,37 @@ def checkpoint_task(path: str | Path, task: str | None = None, require_head: boo
             f"{arch_task}) without its weights ({t.head}.*); export with --task {arch_task}"
             f"{' or --task base' if arch_task != 'base' else ''}")
     return task
+
+
+# The tokenizer files a checkpoint may ship, by kind: the first kind whose files are all present is used.
+# (kind, files, the transformers class that reads them when tokenizer_config.json names none)
+TOKENIZER_KINDS = (
+    ("fast", ("tokenizer.json",), None),
+    ("wordpiece", ("vocab.txt",), "BertTokenizer"),
+    ("bpe", ("vocab.json", "merges.txt"), "RobertaTokenizer"),
+    ("sentencepiece", ("spiece.model",), "AlbertTokenizer"),
+    ("sentencepiece", ("sentencepiece.bpe.model",), "XLMRobertaTokenizer"),
+)
+TOKENIZER_FILES_HELP = "tokenizer.json, vocab.txt, vocab.json + merges.txt, spiece.model or sentencepiece.bpe.model"
+
+
+def find_tokenizer(path: str | Path) -> tuple[str, tuple[str, ...], str | None] | None:
+    """``(kind, files, transformers class)`` of the tokenizer in directory ``path``, or None when it has none.
+
+    The class is the one ``tokenizer_config.json`` names (without a ``Fast`` suffix), else the usual class of the
+    files (``vocab.json`` + ``merges.txt``: RobertaTokenizer, ...)."""
+    p = Path(path)
+    for kind, files, default_class in TOKENIZER_KINDS:
+        if all((p / f).is_file() for f in files):
+            cls = default_class
+            cfg = p / "tokenizer_config.json"
+            if cfg.is_file():
+                try:
+                    named = json.loads(cfg.read_text()).get("tokenizer_class")
+                except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+                    raise UsageError(f"{cfg} is not a valid JSON object ({e})",
+                                     fix="repair it or remove it (the tokenizer files alone are enough)") from e
+                if isinstance(named, str) and named:
+                    cls = named[:-4] if named.endswith("Fast") else named
+            return kind, files, cls
+    return None

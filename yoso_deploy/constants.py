@@ -18,6 +18,7 @@ MODEL_FILE = "model.onnx"  # the ONNX model (the manifest's ``model_file`` may n
 MANIFEST_FILE = "yoso_export.json"  # the manifest (yoso_deploy.manifest)
 CONFIG_FILE = "config.json"  # the transformers config of the checkpoint
 ENGINE_FILE = "model.plan"  # a TensorRT engine built by ``yoso-deploy build-engine``
+MODEL_CARD_FILE = "README.md"  # the model card (yoso_deploy.model_card.write_model_card)
 TOKENIZER_FILE = "tokenizer.json"  # the tokenizers-library file the runtime reads
 TOKENIZER_FILES = (  # every tokenizer file an export copies from its checkpoint
     TOKENIZER_FILE,

@@ -108,7 +108,8 @@ TASKS: dict[str, Task] = {t.name: t for t in (
          "AutoModelForQuestionAnswering", "question-answering",
          "YosoOrtForQuestionAnswering", "QuestionAnsweringPipeline",
          (OutputDef("start_logits", ("batch", "sequence")), OutputDef("end_logits", ("batch", "sequence"))),
-         decoding=_ro({"top_k": 1, "max_answer_len": 30, "doc_stride": 128, "handle_impossible_answer": False}),
+         decoding=_ro({"top_k": 1, "max_answer_len": 30, "doc_stride": 128, "handle_impossible_answer": False,
+                       "align_to_words": True}),
          description="extractive question answering", head="qa_outputs"),
 )}
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from .constants import DEFAULT_ATOL, DEFAULT_EXPORT_DIR, DEFAULT_RTOL, MANIFEST_FILE, MODEL_FILE
-from .errors import CheckFailedError, UsageError
+from .errors import CheckFailedError, NotFoundError, UsageError
 from .manifest import expand_path
 
 
@@ -125,6 +125,7 @@ def export(
     quantize: str | None = None,
     quantize_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
+    tokenizer: str | Path | None = None,
 ) -> ExportResult:
     """Export the YOSO checkpoint ``model`` (default: the embedded model) to the directory ``output``.
 
@@ -133,11 +134,21 @@ def export(
     ``check_shapes``, tie-aware, layer by layer, within ``atol``/``rtol`` or ``tolerances``). With
     ``quantize="int8"`` the checked fp32 export goes to ``output/fp32`` and its int8 quantization
     (:func:`yoso_deploy.quantization.quantize`, ``quantize_options``) to ``output``. ``progress`` receives
-    one-line messages. A failed check raises :class:`ParityError` (or ``QuantizationCheckError``) after
+    one-line messages. ``tokenizer``: a directory whose tokenizer the export takes instead of the checkpoint's
+    (slow files are converted to ``tokenizer.json``; see :mod:`yoso_deploy.export.tokenizer`). Each export gets a
+    model card (``README.md``, :mod:`yoso_deploy.model_card`). A failed check raises :class:`ParityError` (or
+    ``QuantizationCheckError``) after
     publishing the files marked failed; any other failure leaves ``output`` as it was.
     """
-    from .checkpoint import check_checkpoint_dir, checkpoint_task, default_checkpoint_dir
+    from .checkpoint import (
+        TOKENIZER_FILES_HELP,
+        check_checkpoint_dir,
+        checkpoint_task,
+        default_checkpoint_dir,
+        find_tokenizer,
+    )
     from .export.options import DEFAULT_OPSET, DEFAULT_PORTABLE, check_arguments, check_opset
+    from .model_card import write_model_card
 
     # Everything that can be checked without torch is, first: a mistake is answered at once.
     say = progress or (lambda msg: None)
@@ -151,6 +162,14 @@ def export(
     source = check_checkpoint_dir(model if model is not None else default_checkpoint_dir())
     task = checkpoint_task(source, task, require_head=True)
     check_opset(opset)
+    if tokenizer is not None:
+        tokenizer = expand_path(tokenizer)
+        if not tokenizer.is_dir():
+            raise NotFoundError(f"--tokenizer {str(tokenizer)!r} is not a directory",
+                                fix=f"pass a directory with {TOKENIZER_FILES_HELP}")
+        if find_tokenizer(tokenizer) is None:
+            raise NotFoundError(f"--tokenizer {str(tokenizer)!r} holds no tokenizer",
+                                fix=f"pass a directory with {TOKENIZER_FILES_HELP}")
     output = expand_path(output)
     staging, made = _staging_dir(output)
     try:
@@ -159,7 +178,8 @@ def export(
         target = staging / "fp32" if quantize else staging
         say(f"converting {model or 'the embedded default model'} ({task}) to ONNX ...")
         converted = convert(source, target, task=task, attention=attention, opset=opset, seed=seed,
-                            debug_codes=debug_codes, verbose=verbose, dtype=dtype, portable=portable)
+                            debug_codes=debug_codes, verbose=verbose, dtype=dtype, portable=portable,
+                            tokenizer=tokenizer)
         result = ExportResult(converted.output_dir, converted.onnx_path, converted.manifest, converted.seconds,
                               notes=list(converted.notes))
         if validate:
@@ -170,6 +190,7 @@ def export(
             check = check_export(converted, check_shapes, tolerances or Tolerances(atol=atol, rtol=rtol))
             result.parity, result.parity_seconds = check.report, check.seconds
             result.check_shapes, result.skipped_validation = check.shapes, check.skipped
+            write_model_card(converted.output_dir)
             if not check.ok:
                 _publish(staging, output)
                 result.output_dir = _moved(result.output_dir, staging, output)
@@ -181,6 +202,7 @@ def export(
             from .manifest import write_manifest
 
             write_manifest(converted.output_dir, converted.manifest)
+            write_model_card(converted.output_dir)
         del converted
         if quantize:
             from .quantization import QuantizationCheckError

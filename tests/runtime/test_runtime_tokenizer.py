@@ -84,7 +84,7 @@ def test_errors_are_clear(tokenizers, tmp_path):
         ours(["a", "b"], ["c"])
     with pytest.raises(TokenizerError, match="must be strings"):
         ours([1, 2])
-    with pytest.raises(FileNotFoundError, match="has no tokenizer.json"):
+    with pytest.raises(FileNotFoundError, match=r"has no tokenizer \(no tokenizer.json\); re-export with --tokenizer DIR"):
         Tokenizer.from_dir(tmp_path)
     (tmp_path / "tokenizer.json").write_text("{garbage")
     with pytest.raises(TokenizerError, match="not a valid tokenizer file"):

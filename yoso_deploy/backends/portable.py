@@ -99,7 +99,11 @@ def openvino_model_bytes(model_path: str | Path) -> bytes:
 
 
 def compile_openvino(model_path: str | Path, device: str = "CPU", threads: int | None = None, config: dict | None = None):
-    """An OpenVINO ``CompiledModel`` of an export (fp32 inference precision, so hash codes stay exact)."""
+    """An OpenVINO ``CompiledModel`` of an export (fp32 inference precision, so hash codes stay exact).
+
+    ``config`` (OpenVINO properties) overrides the defaults, e.g. ``{"INFERENCE_PRECISION_HINT": "bf16"}``;
+    :func:`openvino_precision` reads back the precision the compiled model really runs at.
+    """
     try:
         import openvino as ov
     except ImportError as e:
@@ -112,6 +116,29 @@ def compile_openvino(model_path: str | Path, device: str = "CPU", threads: int |
         props["INFERENCE_NUM_THREADS"] = int(threads)
     props.update(config or {})
     return core.compile_model(core.read_model(openvino_model_bytes(model_path)), device, props)
+
+
+_PRECISION_NAMES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16", "float64": "f64", "int8": "i8"}
+
+
+def openvino_precision(compiled) -> str:
+    """The inference precision a ``CompiledModel`` actually runs at: ``"f32"``, ``"bf16"``, ``"f16"``, ...
+    (``"unknown"`` where it cannot be read back).
+
+    Anything but ``"f32"`` flips LSH hash bits (projections near zero change sign), so parity with the
+    reference is not expected; :func:`compile_openvino` asks for f32 unless its ``config`` says otherwise.
+    """
+    try:
+        value = compiled.get_property("INFERENCE_PRECISION_HINT")
+    except Exception:  # noqa: BLE001 - a device or an OpenVINO without the property
+        return "unknown"
+    try:
+        name = value.get_type_name() if hasattr(value, "get_type_name") else str(value)
+    except Exception:  # noqa: BLE001
+        return "unknown"
+    name = str(name).strip().lower()
+    name = _PRECISION_NAMES.get(name, name)
+    return name if name and name not in ("undefined", "dynamic") else "unknown"
 
 
 def run_openvino(compiled, feeds: dict) -> dict:

@@ -62,7 +62,7 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
     reference instead (--int8-threshold; docs/performance.md 'int8').
     """
     from ..validation.int8_criteria import parse_thresholds
-    from ..validation.validate import ValidationFailed, validate
+    from ..validation.validate import PRECISION_NOTE, ValidationFailed, validate
 
     res = validate(model_dir, backends=_backends(backends), batches=int_list(batches, "--batch"),
                    seq_lens=int_list(seq_lens, "--seq-len"), atol=atol, rtol=rtol, hidden_rtol=hidden_rtol,
@@ -79,6 +79,9 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
     else:
         for line in summary():
             click.echo(f"  {line}")
+        for note in res.report.notes:  # the table prints every note; here the backends' inference precision
+            if PRECISION_NOTE in note:
+                click.echo(f"  {note}")
     if report_dir:
         click.echo(f"report: {report_dir}/validation.md")
     if not res.passed:

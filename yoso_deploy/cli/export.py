@@ -82,9 +82,13 @@ def _print_quantized(res, source) -> None:
 @click.option("--quantize", "quantize_to", type=click.Choice(["int8"]), default=None,
               help="Also quantize: the fp32 export goes to OUTPUT/fp32, the int8 export (the defaults of 'yoso-deploy "
                    "quantize') to OUTPUT. Other quantization options: run 'yoso-deploy quantize' on an fp32 export.")
+@click.option("--tokenizer", "tokenizer_dir", type=ExpandedPath(path_type=Path), default=None,
+              help="Take the tokenizer from this directory instead of the checkpoint (tokenizer.json, or slow files: "
+                   "vocab.txt, vocab.json + merges.txt, spiece.model, sentencepiece.bpe.model; converted to "
+                   "tokenizer.json).")
 @verbose_option("Show the parity table and the exporter's log")
 def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, check_shapes, dtype, debug_codes,
-               no_validate, portable, quantize_to, verbose):
+               no_validate, portable, quantize_to, tokenizer_dir, verbose):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -99,7 +103,7 @@ def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, chec
         result = export(model_dir, output, task=task, attention=attention, opset=opset, seed=seed,
                         check_shapes=check_shapes, debug_codes=debug_codes, validate=not no_validate, atol=atol,
                         rtol=rtol, dtype=dtype, portable=portable, verbose=verbose, quantize=quantize_to,
-                        progress=say)
+                        progress=say, tokenizer=tokenizer_dir)
     except ParityError as e:
         print_check("post-export check", e.result, verbose)
         raise

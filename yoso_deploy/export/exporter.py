@@ -17,7 +17,6 @@ import io
 import logging
 import os
 import platform
-import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import onnxscript
 import torch
 
 from ..checkpoint import default_checkpoint_dir as default_model_dir  # noqa: F401 - re-exported
-from ..constants import MODEL_FILE, OP_DOMAIN, OP_NAMES, OP_VERSION, TOKENIZER_FILES, __version__
+from ..constants import MODEL_FILE, OP_DOMAIN, OP_NAMES, OP_VERSION, __version__
 from ..iospec import IOSpec, io_spec, make_inputs
 from ..manifest import MANIFEST, source_model_entry, write_manifest
 from ..modeling import load_model
@@ -38,6 +37,7 @@ from .opset import downgrade_opset, model_opset
 from .options import DEFAULT_OPSET, DEFAULT_PORTABLE, EXPORTER_OPSET, ExportError, check_arguments  # noqa: F401
 from .probes import find_probes, record_probes
 from .schemas import register_schemas
+from .tokenizer import export_tokenizer
 from .wrapper import ExportWrapper
 
 TORCH_DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
@@ -182,6 +182,7 @@ def convert(
     verbose: bool = False,
     dtype: str = "fp32",
     portable: str = DEFAULT_PORTABLE,
+    tokenizer: str | Path | None = None,
 ) -> ConvertResult:
     """Convert a YOSO checkpoint directory to ``output/model.onnx`` with its config, tokenizer and manifest.
 
@@ -189,8 +190,10 @@ def convert(
     directory beside the final one and renames it at the end). ``task`` defaults to the checkpoint's
     ``architectures``; a task whose head the checkpoint lacks is refused (``base`` is always allowed).
     ``portable`` (``functions``, ``off``, ``inline``): standard-ONNX bodies of the custom ops, see
-    :mod:`yoso_deploy.export.functions`. The manifest's ``parity`` says ``skipped`` until the post-export
-    check (:func:`yoso_deploy.validation.post_export.check_export`) records its verdict.
+    :mod:`yoso_deploy.export.functions`. ``tokenizer``: a directory whose tokenizer the export takes instead of the
+    checkpoint's (:func:`yoso_deploy.export.tokenizer.export_tokenizer` converts slow files). The manifest's
+    ``parity`` says ``skipped`` until the post-export check (:func:`yoso_deploy.validation.post_export.check_export`)
+    records its verdict.
     """
     task = check_arguments(task, attention, opset, dtype, portable)
     src = Path(model) if model is not None else default_model_dir()
@@ -283,8 +286,9 @@ def convert(
         raise ExportError(f"the exported opset-{opset} model failed onnx.checker/shape inference: {detail}{hint}") from e
     os.replace(tmp_path, onnx_path)
     config.save_pretrained(str(out))
-    for name in TOKENIZER_FILES:
-        if (src / name).is_file():
-            shutil.copy2(src / name, out / name)
+    tok = export_tokenizer(src, out, max_length=int(config.max_position_embeddings), input_names=spec.input_names,
+                           vocab_size=int(config.vocab_size), tokenizer_dir=tokenizer)
+    manifest["tokenizer"] = tok.manifest
+    notes += tok.notes
     write_manifest(out, manifest)
     return ConvertResult(out, onnx_path, manifest, time.perf_counter() - t0, ref, spec, notes)

@@ -70,6 +70,7 @@ from ..manifest import (
     source_model_entry,
     write_manifest,
 )
+from ..model_card import write_model_card
 from ..validation.int8_criteria import DEFAULT_THRESHOLDS, Int8Report, Int8Thresholds, judge_int8, values_from_probes
 
 METHODS = ("dynamic", "static")
@@ -596,6 +597,7 @@ def quantize(
     }
     new["parity"] = {"status": "skipped", "kind": "int8", "reason": "not checked (--no-validate)"}
     write_manifest(out, new)
+    write_model_card(out)
     result = QuantizeResult(out, onnx_path, new, time.perf_counter() - t0, quant, keep,
                             calibration_seconds=calib_seconds)
     if validate:
@@ -614,6 +616,7 @@ def quantize(
             "table": result.report.table().splitlines(),
         }
         write_manifest(out, new)
+        write_model_card(out)
         result.manifest = new
         if not result.ok:
             raise QuantizationCheckError(f"the int8 export is too far from the fp32 export ({first.case}, first at "

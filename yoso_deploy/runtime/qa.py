@@ -17,13 +17,18 @@ windows are stitched back into one sequence of context tokens:
 * spans are then scored over that sequence as if it were one window: P(start) and P(end) are softmaxes
   over all context tokens, and a span may cross the point where ownership passes between windows.
 
-With a single window this is exactly the usual per-window softmax. The score of an answer is a
-probability: the scores of all spans sum to at most 1.
+The first token ([CLS]) joins both softmaxes, as in transformers' pipeline, with the logits of the window
+where its null score (start + end logit) is lowest (transformers took the minimum null score over windows);
+with a single window the scores are then exactly transformers'. The score of an answer is a probability: the
+scores of all spans sum to at most 1. ``handle_impossible_answer=True`` adds the null answer (SQuAD 2.0):
+``""`` at ``start = end = 0`` with score P(start=[CLS]) * P(end=[CLS]), ranked with the spans.
 
-``handle_impossible_answer=True`` adds the null answer (SQuAD 2.0): the first token ([CLS]) joins both
-softmaxes, with the logits of the window where its null score (start + end logit) is lowest, as
-transformers' pipeline took the minimum null score over windows; the null answer is ``""`` at
-``start = end = 0`` with score P(start=[CLS]) * P(end=[CLS]), ranked with the spans.
+``align_to_words=True`` (the default, as in transformers) widens an answer to the whole words of its first and
+last tokens (tokenizers' ``word_to_chars``): a span starting inside "approximate" answers the whole word. As in
+transformers, the best ``top_k * 2 + 10`` spans are decoded and those giving the same text are merged (scores
+added, the best one's position kept); with one window the answers and scores equal transformers' pipeline's
+(tests/export/test_optimum.py).
+transformers' pipeline defaults to ``max_answer_len=15``; this one to 30 (SQuAD's evaluation).
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from .tokenizer import Tokenizer
 @dataclass
 class Answer:
     answer: str
-    score: float  # P(start) * P(end), softmaxes over the context tokens of all windows (module doc)
+    score: float  # P(start) * P(end) (summed over spans of the same text), softmaxes over all windows (module doc)
     start: int  # character offsets in the context: context[start:end] == answer
     end: int
     window: int  # the window the start token's logits came from
@@ -102,12 +107,13 @@ class QuestionAnsweringPipeline(Pipeline):
         """transformers-style result: ``{"score", "start", "end", "answer"}`` for ``top_k=1``, else a list."""
         opts = self._options(params)
         answers = self.answer(question, context, top_k=opts["top_k"], max_answer_len=opts["max_answer_len"],
-                              handle_impossible_answer=opts["handle_impossible_answer"])
+                              handle_impossible_answer=opts["handle_impossible_answer"],
+                              align_to_words=opts["align_to_words"])
         out = [{"score": a.score, "start": a.start, "end": a.end, "answer": a.answer} for a in answers]
         return out[0] if opts["top_k"] == 1 and out else out
 
     def answer(self, question: str, context: str, top_k: int = 1, max_answer_len: int = 30,
-               handle_impossible_answer: bool = False) -> list[Answer]:
+               handle_impossible_answer: bool = False, align_to_words: bool = True) -> list[Answer]:
         """The ``top_k`` best answers (highest score first) of ``question`` in ``context``.
 
         Bounded by :attr:`limits` before anything runs: characters of both texts, question and context tokens,
@@ -147,30 +153,44 @@ class QuestionAnsweringPipeline(Pipeline):
         owner, position, offsets = stitch_windows(enc)
         s_ctx, e_ctx = start_logits[owner, position], end_logits[owner, position]
         n = len(owner)
-        null = None
-        if handle_impossible_answer:
-            cls_id = self.tokenizer.cls_token_id
-            cls_pos = [int(np.flatnonzero(ids[w] == cls_id)[0]) if cls_id is not None and (ids[w] == cls_id).any()
-                       else 0 for w in range(len(ids))]
-            null_logit = [start_logits[w, p] + end_logits[w, p] for w, p in enumerate(cls_pos)]
-            w_null = int(np.argmin(null_logit))
-            p_start = _softmax(np.append(s_ctx, start_logits[w_null, cls_pos[w_null]]))
-            p_end = _softmax(np.append(e_ctx, end_logits[w_null, cls_pos[w_null]]))
-            null = Answer("", float(p_start[-1] * p_end[-1]), 0, 0, w_null)
-            p_start, p_end = p_start[:-1], p_end[:-1]
-        else:
-            p_start, p_end = _softmax(s_ctx), _softmax(e_ctx)
-        candidates = [] if null is None else [null]
-        for score, i, t in best_spans(p_start, p_end, min(max_answer_len, n), top_k * 4):
+        # Probabilities as transformers' pipeline has them: a softmax over the context tokens and the [CLS] logit
+        # (of the window whose null score is lowest), the [CLS] share kept out of the spans.
+        cls_id = self.tokenizer.cls_token_id
+        cls_pos = [int(np.flatnonzero(ids[w] == cls_id)[0]) if cls_id is not None and (ids[w] == cls_id).any()
+                   else 0 for w in range(len(ids))]
+        null_logit = [start_logits[w, p] + end_logits[w, p] for w, p in enumerate(cls_pos)]
+        w_null = int(np.argmin(null_logit))
+        p_start = _softmax(np.append(s_ctx, start_logits[w_null, cls_pos[w_null]]))
+        p_end = _softmax(np.append(e_ctx, end_logits[w_null, cls_pos[w_null]]))
+        null = Answer("", float(p_start[-1] * p_end[-1]), 0, 0, w_null) if handle_impossible_answer else None
+        p_start, p_end = p_start[:-1], p_end[:-1]
+        # transformers' decoding: the best top_k * 2 + 10 spans (top_k without word alignment), answers with the same
+        # text merged (scores added, the best one's position kept), then the null answer, best first.
+        merged: dict[str, Answer] = {}
+        for score, i, t in best_spans(p_start, p_end, min(max_answer_len, n), top_k * 2 + 10 if align_to_words
+                                      else top_k):
             c0, c1 = int(offsets[i][0]), int(offsets[i + t][1])
-            candidates.append(Answer(context[c0:c1], score, c0, c1, int(owner[i])))
-        # Tokens with identical offsets (rare normaliser cases) can give the same span twice: keep the best.
-        best: dict[tuple[int, int], Answer] = {}
-        for a in candidates:
-            if (a.start, a.end) not in best or a.score > best[(a.start, a.end)].score:
-                best[(a.start, a.end)] = a
-        ranked = sorted(best.values(), key=lambda a: -a.score)
+            if align_to_words:  # whole words, as transformers' pipeline answers (align_to_words=True)
+                c0 = _word_chars(enc, owner[i], position[i], c0, 0)
+                c1 = _word_chars(enc, owner[i + t], position[i + t], c1, 1)
+            text = context[c0:c1]
+            if text in merged:
+                merged[text].score += score
+            else:
+                merged[text] = Answer(text, score, c0, c1, int(owner[i]))
+        ranked = sorted(list(merged.values()) + ([null] if null is not None else []), key=lambda a: -a.score)
         return ranked[:top_k]
+
+
+def _word_chars(enc, window: int, position: int, fallback: int, side: int) -> int:
+    """The character where the word of a context token starts (``side`` 0) or ends (1): tokenizers' own
+    ``word_to_chars``, which transformers' pipeline uses; the token's offset where the token has no word."""
+    encoding = enc.encodings[int(window)]
+    word = encoding.token_to_word(int(position))
+    if word is None:
+        return fallback
+    chars = encoding.word_to_chars(word, 1)
+    return fallback if chars is None else int(chars[side])
 
 
 SPAN_BLOCK = 1 << 20  # span scores held at once by best_spans (8 MiB of float64)

@@ -37,6 +37,21 @@ def _token_str(value) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _missing_tokenizer_message(model_dir: Path) -> str:
+    from ..checkpoint import TOKENIZER_FILES_HELP, find_tokenizer
+    from ..constants import MANIFEST_FILE
+
+    found = find_tokenizer(model_dir)
+    is_export = (model_dir / MANIFEST_FILE).is_file()
+    if found is not None and found[0] != "fast":
+        return (f"{str(model_dir)!r} has slow tokenizer files ({' + '.join(found[1])}) but no tokenizer.json; "
+                + ("re-export it (yoso-deploy export converts them)" if is_export else
+                   "export it with yoso-deploy export, which converts them")
+                + ", or pass token ids (--input JSON)")
+    return (f"{str(model_dir)!r} has no tokenizer (no tokenizer.json); re-export with --tokenizer DIR (a directory "
+            f"with {TOKENIZER_FILES_HELP}), or pass token ids (--input JSON)")
+
+
 class Encoded:
     """Encodings of a batch: one row per window (long inputs may overflow into several windows).
 
@@ -105,10 +120,7 @@ class Tokenizer:
         model_dir = expand_path(model_dir)
         path = model_dir / TOKENIZER_FILE
         if not path.is_file():
-            raise NotFoundError(
-                f"{str(model_dir)!r} has no tokenizer.json; export from a checkpoint that has a fast tokenizer "
-                "(tokenizer.json), or pass token ids (--input JSON)"
-            )
+            raise NotFoundError(_missing_tokenizer_message(model_dir))
         try:
             backend = RustTokenizer.from_file(str(path))
         except Exception as e:  # tokenizers raises a bare Exception for unparsable files

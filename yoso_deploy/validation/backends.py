@@ -3,9 +3,10 @@
 Names: ``torch`` (the PyTorch reference), ``ort-cpu`` / ``ort-cuda`` (ONNX Runtime with ``libyoso_ort.so``),
 ``trt`` (a TensorRT engine), and the portable ones, opt-in: ``ort-portable`` (stock ONNX Runtime without
 the library: the export's function bodies run) and ``openvino`` (OpenVINO on the CPU at float32 inference
-precision, the bodies inlined). The portable ones need an export with bodies (``--portable functions`` or
-``inline``; an expectation-attention export has no custom op at all); their hash codes are bit-identical to
-the library's and float outputs agree to ~1e-6.
+precision, the bodies inlined; its runner's ``precision`` is what it really ran at, and ``validate`` reports
+it). The portable ones need an export with bodies (``--portable functions`` or ``inline``; an
+expectation-attention export has no custom op at all); their hash codes are bit-identical to the library's and
+float outputs agree to ~1e-6.
 
 :func:`backend_status` says which can run and why not for the others; :func:`make_ort_runner` and
 :func:`make_portable_runner` build the runners :func:`polygraphy` ``Comparator.run`` drives.
@@ -150,19 +151,26 @@ def make_ort_portable_runner(onnx_path: str | Path, name: str = "ort-portable", 
 
 
 def make_openvino_runner(onnx_path: str | Path, name: str = "openvino", threads: int | None = None,
-                         device: str = "CPU"):
-    """A polygraphy runner (``BaseRunner``) that runs the export in OpenVINO."""
+                         device: str = "CPU", config: dict | None = None):
+    """A polygraphy runner (``BaseRunner``) that runs the export in OpenVINO.
+
+    ``config``: OpenVINO properties passed to :func:`~yoso_deploy.backends.portable.compile_openvino` (its
+    default is f32 inference precision). Once activated, the runner's ``precision`` is the inference
+    precision the compiled model really runs at (``"f32"``, ``"bf16"``, ... or ``"unknown"``; ``None`` before).
+    """
     from polygraphy.backend.base import BaseRunner
     from polygraphy.common import TensorMetadata
 
-    from ..backends.portable import compile_openvino, run_openvino
+    from ..backends.portable import compile_openvino, openvino_precision, run_openvino
 
     class OpenVinoRunner(BaseRunner):
         def __init__(self):
             super().__init__(name=name, prefix="openvino-runner")
+            self.precision: str | None = None  # read back from the compiled model on activation
 
         def activate_impl(self):
-            self.compiled = compile_openvino(onnx_path, device=device, threads=threads)
+            self.compiled = compile_openvino(onnx_path, device=device, threads=threads, config=config)
+            self.precision = openvino_precision(self.compiled)
 
         def get_input_metadata_impl(self):
             from polygraphy.datatype import DataType

@@ -90,6 +90,25 @@ def load_inputs(path: str | Path, spec: IOSpec) -> list[dict[str, np.ndarray]]:
     return out
 
 
+PRECISION_NOTE = "inference precision"  # every note of precision_notes() holds it (the CLI prints these lines)
+
+
+def precision_notes(runners) -> list[str]:
+    """Report lines for runners that know the inference precision they ran at (the openvino runner's
+    ``precision``): ``"openvino: inference precision f32"``, and a warning line for anything but f32."""
+    notes = []
+    for r in runners:
+        precision = getattr(r, "precision", None)
+        if precision is None:
+            continue
+        notes.append(f"{r.name}: {PRECISION_NOTE} {precision}")
+        if precision != "f32":
+            notes.append(f"warning: {r.name} ran at {PRECISION_NOTE} {precision}, not f32: reduced precision flips "
+                         "LSH hash bits (projections near zero change sign), so parity is expected to fail; "
+                         "compile with INFERENCE_PRECISION_HINT f32 (compile_openvino's default)")
+    return notes
+
+
 class ValidationFailed(CheckFailedError):
     """A backend disagrees with the reference (``result`` holds the whole comparison)."""
 
@@ -216,7 +235,7 @@ def compare(
     model = load_model(reference_dir(manifest, reference, model_dir)[0], task=manifest["task"],
                        attention=manifest["attention"], seed=manifest["seed"])
     tol = Tolerances(atol=atol, rtol=rtol, hidden_rtol=hidden_rtol, tie_bound_scale=tie_bound_scale)
-    report = ParityReport()
+    report = ParityReport(notes=precision_notes(runners))
     if probes.hidden_note:
         report.notes.append(f"hidden states not compared: {probes.hidden_note}")
     cached: dict[int, tuple] = {}
