@@ -30,6 +30,9 @@ TOKENIZER_FILES = (  # every tokenizer file an export copies from its checkpoint
     "added_tokens.json",
 )
 
+# Graph optimization levels of ``yoso-deploy optimize`` / ``export --optimize`` (yoso_deploy.optimization).
+OPTIMIZE_LEVELS = ("O1", "O2", "O3")
+
 # Where ``scripts/main.sh`` puts the default export, and so what ``--model`` means when it is not given.
 DEFAULT_EXPORT_DIR = "out/qa"
 

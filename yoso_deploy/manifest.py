@@ -232,3 +232,24 @@ def manifest_spec(manifest: dict) -> IOSpec:
         return [TensorSpec(t["name"], t["dtype"], list(t["dims"])) for t in items]
 
     return IOSpec(manifest["task"], ts(manifest["inputs"]), ts(manifest["outputs"]), ts(manifest.get("debug_outputs", [])))
+
+
+def prepare_derived_output(src: Path, out: Path, error=YosoDeployError) -> Path:
+    """Create ``out`` for an export derived from the export ``src`` (quantized, optimized): a new or empty directory,
+    a previous export (replaced), or one holding nothing but exports (``export --quantize``: OUTPUT/fp32 is the
+    source, OUTPUT/o2 the optimized one). Anything else raises ``error`` naming the fix, before anything is written."""
+    out = expand_path(out)
+    if out.exists() and not out.is_dir():
+        raise error(f"output {str(out)!r} exists and is not a directory; choose a directory path")
+    if out.resolve() == Path(src).resolve():
+        raise error(f"--output is the source export itself ({str(src)!r}); choose another directory")
+    others = [p for p in out.iterdir() if p.resolve() != Path(src).resolve()
+              and not (p.is_dir() and (p / MANIFEST).is_file())] if out.is_dir() else []
+    if others and not (out / MANIFEST).is_file():
+        raise error(f"output directory {str(out)!r} is not empty and holds no previous export; choose an "
+                    "empty or new directory so nothing is overwritten")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise error(f"cannot create output directory {str(out)!r}: {e.strerror or e}; choose a writable path") from e
+    return out

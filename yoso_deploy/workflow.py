@@ -46,6 +46,7 @@ class ExportResult:
     skipped_validation: str = ""
     check_shapes: tuple = ()
     notes: list[str] = field(default_factory=list)
+    optimized: object | None = None  # OptimizeJobResult of export(optimize_level=...)
     quantized: object = None  # yoso_deploy.quantization.QuantizeResult of ``quantize="int8"``
 
     @property
@@ -126,6 +127,7 @@ def export(
     quantize_options: dict | None = None,
     progress: Callable[[str], None] | None = None,
     tokenizer: str | Path | None = None,
+    optimize_level: str | None = None,
 ) -> ExportResult:
     """Export the YOSO checkpoint ``model`` (default: the embedded model) to the directory ``output``.
 
@@ -136,7 +138,9 @@ def export(
     (:func:`yoso_deploy.quantization.quantize`, ``quantize_options``) to ``output``. ``progress`` receives
     one-line messages. ``tokenizer``: a directory whose tokenizer the export takes instead of the checkpoint's
     (slow files are converted to ``tokenizer.json``; see :mod:`yoso_deploy.export.tokenizer`). Each export gets a
-    model card (``README.md``, :mod:`yoso_deploy.model_card`). A failed check raises :class:`ParityError` (or
+    model card (``README.md``, :mod:`yoso_deploy.model_card`). ``optimize_level`` (O1, O2, O3): the checked export
+    goes to ``output/fp32`` and its optimization (:func:`optimize`) to ``output`` -- or, with ``quantize`` too, to
+    ``output/<level>`` and its int8 quantization to ``output``. A failed check raises :class:`ParityError` (or
     ``QuantizationCheckError``) after
     publishing the files marked failed; any other failure leaves ``output`` as it was.
     """
@@ -159,6 +163,13 @@ def export(
         raise UsageError(f"unknown quantization {quantize!r}", fix="choose int8 (or none)")
     if quantize and dtype != "fp32":
         raise UsageError("--quantize int8 starts from an fp32 export", fix="drop --dtype fp16")
+    if optimize_level is not None:
+        from .optimization import LEVELS
+
+        if optimize_level not in LEVELS:
+            raise UsageError(f"unknown optimization level {optimize_level!r}", fix=f"choose one of {', '.join(LEVELS)}")
+        if dtype != "fp32":
+            raise UsageError("--optimize fuses fp32 graphs for the CPU", fix="drop --dtype fp16")
     source = check_checkpoint_dir(model if model is not None else default_checkpoint_dir())
     task = checkpoint_task(source, task, require_head=True)
     check_opset(opset)
@@ -175,7 +186,7 @@ def export(
     try:
         from .export.exporter import convert  # torch, transformers, onnx, onnxscript
 
-        target = staging / "fp32" if quantize else staging
+        target = staging / "fp32" if quantize or optimize_level else staging
         say(f"converting {model or 'the embedded default model'} ({task}) to ONNX ...")
         converted = convert(source, target, task=task, attention=attention, opset=opset, seed=seed,
                             debug_codes=debug_codes, verbose=verbose, dtype=dtype, portable=portable,
@@ -204,13 +215,22 @@ def export(
             write_manifest(converted.output_dir, converted.manifest)
             write_model_card(converted.output_dir)
         del converted
+        source = target
+        if optimize_level:
+            source = staging / optimize_level.lower() if quantize else staging
+            say(f"optimizing at {optimize_level} ...")
+            try:
+                result.optimized = optimize(target, source, level=optimize_level, validate=validate, progress=say)
+            except OptimizeCheckError:
+                _publish(staging, output)
+                raise
         if quantize:
             from .quantization import QuantizationCheckError
             from .quantization import quantize as quantize_export
 
             say("quantizing to int8 ...")
             try:
-                result.quantized = quantize_export(target, staging, validate=validate, progress=say,
+                result.quantized = quantize_export(source, staging, validate=validate, progress=say,
                                                    **(quantize_options or {}))
             except QuantizationCheckError as e:
                 _publish(staging, output)
@@ -227,4 +247,115 @@ def export(
         raise
     result.output_dir = _moved(result.output_dir, staging, output)
     result.onnx_path = _moved(result.onnx_path, staging, output)
+    if result.optimized is not None:
+        opt = result.optimized.optimized
+        opt.output_dir, opt.onnx_path = _moved(opt.output_dir, staging, output), _moved(opt.onnx_path, staging, output)
     return result
+
+
+@dataclass
+class OptimizeJobResult:
+    """What :func:`optimize` made: the optimization and, where torch is installed, its parity check."""
+
+    optimized: object  # yoso_deploy.optimization.OptimizeResult
+    check: object | None = None  # the (first failed) report: a ParityReport, or an Int8Report for O3
+    skipped_validation: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.check is None or self.check.passed
+
+
+def optimize(
+    model: str | Path,
+    output: str | Path,
+    level: str = "O2",
+    validate: bool = True,
+    threads: int | None = None,
+    check_shapes=None,
+    progress: Callable[[str], None] | None = None,
+) -> OptimizeJobResult:
+    """Optimize the export ``model`` at ``level`` into ``output`` (:func:`yoso_deploy.optimization.optimize`), then,
+    with ``validate`` and where torch is installed, judge it against the PyTorch reference as ``yoso-deploy
+    validate`` does (ONNX Runtime CPU, tie-aware, layer by layer; O3's approximation by the int8 criteria against
+    its exact source export, torch-free) on ``check_shapes`` (default: the post-export check's), recording the verdict in its
+    manifest and model card. A failed check raises :class:`OptimizeCheckError` after the files are written (marked
+    failed)."""
+    from .iospec import default_check_shapes
+    from .manifest import load_manifest
+    from .optimization import optimize as optimize_export
+
+    say = progress or (lambda msg: None)
+    res = optimize_export(model, output, level=level, threads=threads, progress=say)
+    job = OptimizeJobResult(res)
+    out = res.output_dir
+    if not validate:
+        job.skipped_validation = "not checked (validate=False / --no-validate)"
+    elif level != "O3" and not _reference_available():
+        job.skipped_validation = ("not checked: the PyTorch reference needs the [export] and [validate] extras; run "
+                                  f"'yoso-deploy validate --model {out}' where they are installed")
+    if job.skipped_validation:
+        res.manifest["parity"] = {"status": "skipped", "reason": job.skipped_validation}
+        write_manifest_and_card(out, res.manifest)
+        return job
+    manifest = load_manifest(out)
+    shapes = tuple(check_shapes) if check_shapes else default_check_shapes(manifest["max_sequence_length"])
+    if level == "O3":  # an approximation: judged like int8, by the int8 criteria against its exact source export
+        from .quantization.quantize import check_against_fp32
+
+        say(f"checking the {level} export against its source export (int8 criteria) ...")
+        src = expand_path(model)
+        report = check_against_fp32(out, manifest, src, load_manifest(src), shapes, threads=threads,
+                                    backend=f"ort-cpu {level}")
+        checks, kind = [report], f"approximate {level} vs its exact source export (int8 criteria)"
+    else:
+        from .validation.validate import validate as run_validate
+
+        say(f"checking the {level} export against the PyTorch reference ...")
+        # one call per shape: validate runs every batch x length combination
+        checks = [run_validate(out, backends=["torch", "ort-cpu"], batches=[b], seq_lens=[s],
+                               intra_op_threads=threads, allow_failed_export=True).report for b, s in shapes]
+        kind = f"optimized {level} vs the PyTorch reference"
+    bad = [c for c in checks if not c.passed]
+    job.check = bad[0] if bad else checks[-1]
+    first = None if not bad else bad[0].first_failure()
+    res.manifest["parity"] = {
+        "status": "failed" if bad else "passed",
+        "kind": kind,
+        "shapes": [f"{b}x{s}" for b, s in shapes],
+        "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
+        "table": [line for c in checks for line in c.table().splitlines()],
+    }
+    write_manifest_and_card(out, res.manifest)
+    if bad:
+        raise OptimizeCheckError(f"the {level} export disagrees with the PyTorch reference (first at "
+                                 f"{first.backend} {first.case} {first.name}); it is marked failed in {MANIFEST_FILE}",
+                                 job)
+    return job
+
+
+def _reference_available() -> bool:
+    """Whether the PyTorch reference and polygraphy can be imported here (the [export] and [validate] extras)."""
+    try:
+        import polygraphy  # noqa: F401
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+class OptimizeCheckError(CheckFailedError):
+    """The optimized export failed its parity check (``result`` holds it; the files are written, marked failed)."""
+
+    def __init__(self, message: str, result: OptimizeJobResult):
+        super().__init__(message)
+        self.result = result
+
+
+def write_manifest_and_card(export_dir: Path, manifest: dict) -> None:
+    from .manifest import write_manifest
+    from .model_card import write_model_card
+
+    write_manifest(export_dir, manifest)
+    write_model_card(export_dir)

@@ -18,6 +18,9 @@ changes hit all of them alike), the latency of one encoder layer (and optionally
                  uint8 activations, per tensor, Q/K int8); variants ort-lsh-int8-static (QDQ, calibrated
                  on 16 generated inputs of 512 tokens), ort-lsh-int8-qkfp32 (query/key projections
                  kept fp32) and ort-lsh-int8-static-qkfp32
+  ort-lsh-o1/o2/o3  ort-lsh optimized by `yoso-deploy optimize --level O1/O2/O3` (ORT basic fusions; + ORT's
+                 transformer fusions SkipLayerNorm, BiasGelu; + FastGelu approximation); ort-lsh-o2-int8: O2 quantized
+                 with `yoso-deploy quantize`'s defaults
   bert-ort-int8  bert-ort quantized the same way (onnxruntime.quantization.quantize_dynamic: every
                  MatMul with a weight and the fused Attention's QKV weights, int8, per tensor)
 
@@ -67,6 +70,9 @@ sys.path.insert(0, str(ROOT))
 QUADRATIC = {"torch-exp", "hf-yoso-e", "ort-exp"}
 INT8_VARIANTS = {"ort-lsh-int8": ("dynamic", "int8"), "ort-lsh-int8-qkfp32": ("dynamic", "fp32"),
                  "ort-lsh-int8-static": ("static", "int8"), "ort-lsh-int8-static-qkfp32": ("static", "fp32")}
+# ort-lsh optimized by `yoso-deploy optimize --level L` (yoso_deploy.optimization), and O2 quantized (defaults)
+OPT_VARIANTS = {"ort-lsh-o1": "O1", "ort-lsh-o2": "O2", "ort-lsh-o3": "O3"}
+OPT_INT8 = "ort-lsh-o2-int8"
 
 
 # Peak RSS of an ORT LSH session, measured in a fresh process that holds nothing else (the benchmark
@@ -141,9 +147,9 @@ def build_backends(layers: int, args, work: Path) -> dict:
     """name -> callable(ids, mask) for every requested backend, all with `layers` layers."""
     from transformers import BertConfig, BertModel, YosoModel
 
-    from yoso_deploy.workflow import export
     from yoso_deploy.modeling import convert_model
     from yoso_deploy.runtime import create_session
+    from yoso_deploy.workflow import export
 
     torch.set_num_threads(args.threads)
     cfg = yoso_config(layers, args)
@@ -159,7 +165,7 @@ def build_backends(layers: int, args, work: Path) -> dict:
         return lambda ids, mask: sess.run(names, {"input_ids": ids, "attention_mask": mask})
 
     for mode, name in (("lsh", "ort-lsh"), ("expectation", "ort-exp")):
-        if name in want or (name == "ort-lsh" and want & set(INT8_VARIANTS)):
+        if name in want or (name == "ort-lsh" and want & (set(INT8_VARIANTS) | set(OPT_VARIANTS) | {OPT_INT8})):
             res = export(ckpt, work / f"{name}-{layers}", task="base", attention=mode, validate=False)
             if name in want:
                 fns[name] = ort_fn(create_session(res.onnx_path, intra_op_threads=args.threads))
@@ -170,6 +176,19 @@ def build_backends(layers: int, args, work: Path) -> dict:
             q = quantize(work / f"ort-lsh-{layers}", work / f"{name}-{layers}", method=method, qk=qk, validate=False,
                          calibration_samples=16 if method == "static" else None, threads=args.threads)
             fns[name] = ort_fn(create_session(q.onnx_path, intra_op_threads=args.threads))
+
+    for name, level in OPT_VARIANTS.items():
+        if name in want or (name == "ort-lsh-o2" and OPT_INT8 in want):
+            from yoso_deploy.optimization import optimize
+
+            o = optimize(work / f"ort-lsh-{layers}", work / f"{name}-{layers}", level=level, threads=args.threads)
+            if name in want:
+                fns[name] = ort_fn(create_session(o.onnx_path, intra_op_threads=args.threads))
+    if OPT_INT8 in want:
+        from yoso_deploy.quantization.quantize import quantize
+
+        q = quantize(work / f"ort-lsh-o2-{layers}", work / f"{OPT_INT8}-{layers}", validate=False, threads=args.threads)
+        fns[OPT_INT8] = ort_fn(create_session(q.onnx_path, intra_op_threads=args.threads))
 
     def torch_fn(model):
         def run(ids, mask):
@@ -324,15 +343,19 @@ def check_layer_outputs(outs: dict, b: int, s: int, reference_lsh=None) -> list[
             checks.append(compare(f"{name} vs ort-exp", b, s, outs[name], outs["ort-exp"]))
     if "bert-ort" in outs and "bert-sdpa" in outs:
         checks.append(compare("bert-ort vs bert-sdpa", b, s, outs["bert-ort"], outs["bert-sdpa"]))
-    for q8, fp in [(n, "ort-lsh") for n in INT8_VARIANTS] + [("bert-ort-int8", "bert-ort")]:
+    for q8, fp in [(n, "ort-lsh") for n in INT8_VARIANTS] + [("bert-ort-int8", "bert-ort"), (OPT_INT8, "ort-lsh-o2"),
+                                                               ("ort-lsh-o3", "ort-lsh")]:
         if q8 in outs and fp in outs:
-            checks.append(compare(f"{q8} vs {fp} (int8 vs fp32)", b, s, outs[q8], outs[fp], "int8"))
+            checks.append(compare(f"{q8} vs {fp} (approximate vs exact)", b, s, outs[q8], outs[fp], "int8"))
     if "ort-lsh" in outs:
         ref = outs.get("torch-lsh")
         if ref is None and reference_lsh is not None:
             ref = reference_lsh()
         if ref is not None:
             checks.append(compare("ort-lsh vs torch-lsh (PyTorch LSH reference)", b, s, outs["ort-lsh"], ref, "lsh"))
+            for name in ("ort-lsh-o1", "ort-lsh-o2"):  # exact fusions: the same function as ort-lsh
+                if name in outs:
+                    checks.append(compare(f"{name} vs torch-lsh (PyTorch LSH reference)", b, s, outs[name], ref, "lsh"))
     for c in checks:
         print(f"  [check] batch {b} S {s}: {c['what']}: {'ok' if c['ok'] else 'FAILED'} ({c['detail']})", flush=True)
     return checks
@@ -554,9 +577,12 @@ def targets(per: dict, rss: dict) -> list[str]:
 
 
 def int8_ratios(per: dict, b: int, s: int) -> list[str]:
-    """Same-run ratios of the int8 backends: fp32 / int8 of ours and of BERT, and BERT int8 / ours int8."""
+    """Same-run ratios: default fp32 / each optimized or int8 variant of ours, fp32 / int8 of BERT, BERT int8 / ours."""
     get = lambda n: per.get(f"{n}|{b}|{s}")  # noqa: E731
-    parts = [f"ort-lsh/{n} = {get('ort-lsh') / get(n):.2f}x" for n in INT8_VARIANTS if get(n) and get("ort-lsh")]
+    parts = [f"ort-lsh/{n} = {get('ort-lsh') / get(n):.2f}x" for n in (*OPT_VARIANTS, OPT_INT8, *INT8_VARIANTS)
+             if get(n) and get("ort-lsh")]
+    if get("bert-ort-int8") and get(OPT_INT8):
+        parts.append(f"bert-ort-int8/{OPT_INT8} = {get('bert-ort-int8') / get(OPT_INT8):.2f}x")
     if get("bert-ort-int8") and get("ort-lsh-int8"):
         parts.append(f"bert-ort-int8/ort-lsh-int8 = {get('bert-ort-int8') / get('ort-lsh-int8'):.2f}x")
     if get("bert-ort-int8") and get("bert-ort"):
@@ -570,7 +596,7 @@ def targets_not_met(lines: list[str]) -> list[str]:
 
 def report(data: dict, args, out: Path):
     per = data["per_layer"]["min_ms"]
-    names = [n for n in ("ort-lsh", *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
+    names = [n for n in ("ort-lsh", *OPT_VARIANTS, OPT_INT8, *INT8_VARIANTS, "ort-exp", "torch-lsh", "torch-exp", "hf-yoso-e", "bert-sdpa",
                          "bert-ort", "bert-ort-int8", "FastHash (x2)", "LSHCumulation", "GEMM floor")
              if any(k.startswith(n + "|") for k in per)]
     lines = [f"Command: `{data['command']}` ({data['seconds']:.0f} s); 1-minute load average at start "

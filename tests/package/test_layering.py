@@ -3,7 +3,7 @@
 * The import graph (tests/support/import_graph.py: ``ast``, nothing imported; imports inside functions,
   ``importlib.import_module``, ``require`` and the packages' lazy tables included) has no cycle between modules
   or between stages, and every edge between stages is one the layering allows:
-  modeling -> export -> validation / quantization; runtime <- backends <- serving; the CLI on top.
+  modeling -> export -> validation / quantization / optimization; runtime <- backends <- serving; the CLI on top.
 * What runtime, backends, serving and quantization can load -- imports in functions included -- and what the
   CLI loads at start-up never reaches torch, transformers or onnxscript.
 * Every task's pipeline and the CLI's run/qa run in fresh interpreters without importing them; every module
@@ -35,13 +35,15 @@ ALLOWED = {
     "backends": {"core", "runtime"},
     "validation": {"core", "modeling", "export", "runtime", "backends"},
     "quantization": {"core", "runtime", "export", "validation"},
+    "optimization": {"core", "runtime", "export"},
     "serving": {"core", "runtime", "backends"},
     "bench": {"core", "runtime", "backends", "validation", "modeling"},
     "hf": {"core", "runtime"},
-    "workflow": {"core", "export", "validation", "quantization"},
-    "cli": {"core", "export", "validation", "quantization", "runtime", "backends", "serving", "bench", "workflow"},
+    "workflow": {"core", "export", "validation", "quantization", "optimization"},
+    "cli": {"core", "export", "validation", "quantization", "optimization", "runtime", "backends", "serving", "bench",
+            "workflow"},
 }
-TORCH_FREE_STAGES = ("runtime", "backends", "serving", "quantization")
+TORCH_FREE_STAGES = ("runtime", "backends", "serving", "quantization", "optimization")
 
 
 @pytest.fixture(scope="module")

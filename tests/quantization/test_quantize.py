@@ -182,7 +182,7 @@ def test_bad_inputs_are_one_line_errors(qa, tmp_path):
          "does not exist", "one example per line"),
         (["--model", str(fp32), "--exclude", "typo.dense"], "matches no dense projection", "node names or checkpoint"),
         (["--model", str(fp32), "--output", str(fp32 / "tokenizer.json")], "exists and is not a directory", "choose"),
-        (["--model", str(fp32), "--output", str(fp32)], "is the export being quantized", "choose another directory"),
+        (["--model", str(fp32), "--output", str(fp32)], "is the source export itself", "choose another directory"),
     ]
     for args, problem, fix in cases:
         full = ["quantize", *args] + ([] if "--output" in args else ["--output", str(out)])

@@ -82,18 +82,24 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "amx_int8", "avx_vnni")
+
+
 def machine_info() -> dict:
     import onnxruntime as ort
 
     cpu = platform.processor() or ""
+    flags: list[str] = []
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or ""):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                have = set(line.split(":", 1)[1].split())
+                flags = [f for f in ISA_FLAGS if f in have]
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(), "torch": _version("torch"),
+    return {"cpu": cpu, "isa": flags, "cores": os.cpu_count(), "python": platform.python_version(), "torch": _version("torch"),
             "onnxruntime": ort.__version__, "yoso_deploy": __version__,
             "date": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
 

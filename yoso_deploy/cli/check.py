@@ -105,12 +105,20 @@ def validate_cmd(model_dir, backends, batches, seq_lens, atol, rtol, hidden_rtol
               help="Checkpoint for the torch backend (default: the export's source model).")
 @click.option("--report", "report_dir", type=ExpandedPath(path_type=Path), default=None,
               help="Write report.json, report.md and latency.png here.")
+@click.option("--profile", is_flag=True,
+              help="Instead of latency: ONNX Runtime's profiler, time per op type and its share, per batch and length "
+                   "(--iterations profiled runs after --warmup; default 3).")
 @allow_failed_option("Benchmark")
 def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, seconds, threads, reference, report_dir,
-              allow_failed_export):
+              profile, allow_failed_export):
     """Measure latency (p50/p90/p99/mean), throughput and peak memory per backend, batch and length.
 
-    The ORT backends time the runtime's own inference path (the one run, qa and serving use)."""
+    The ORT backends time the runtime's own inference path (the one run, qa and serving use). With --profile,
+    where the time goes instead: ONNX Runtime's profiler summed per op type (docs/performance.md)."""
+    if profile:
+        _profile(model_dir, int_list(batches, "--batch"), int_list(seq_lens, "--seq-len"), warmup, iterations,
+                 threads, report_dir, allow_failed_export)
+        return
     from ..bench import run
 
     if iterations is None and seconds is None:
@@ -127,6 +135,29 @@ def bench_cmd(model_dir, backends, batches, seq_lens, warmup, iterations, second
     click.echo(res.table())
     if report_dir:
         click.echo(f"report: {report_dir}/report.md, report.json, latency.png")
+
+
+def _profile(model_dir, batches, seq_lens, warmup, iterations, threads, report_dir, allow_failed_export) -> None:
+    import json
+
+    from ..bench.profile import profile_export
+    from ..bench.runner import machine_info
+
+    m = machine_info()
+    click.echo(f"{m['cpu']} ({m['cores']} cores; {' '.join(m['isa']) or 'no AVX2'}), onnxruntime {m['onnxruntime']}; "
+               f"{model_dir}")
+    out = []
+    for b in batches:
+        for s in seq_lens:
+            prof = profile_export(model_dir, batch=b, seq_len=s, runs=iterations or 3, warmup=warmup, threads=threads,
+                                  allow_failed_export=allow_failed_export)
+            click.echo(prof.table())
+            out.append(prof.to_json())
+    if report_dir:
+        report_dir.mkdir(parents=True, exist_ok=True)
+        (report_dir / "profile.json").write_text(json.dumps({"machine": m, "model": str(model_dir), "profiles": out},
+                                                            indent=2))
+        click.echo(f"report: {report_dir}/profile.json")
 
 
 COMMANDS = (validate_cmd, bench_cmd)

@@ -12,6 +12,8 @@ from .. import tasks as _tasks
 from ..constants import DEFAULT_EXPORT_DIR
 from .options import ExpandedPath, comma_list, model_option, output_option, say, threads_option, verbose_option
 
+OPTIMIZE_HELP = ("O1: ONNX Runtime's basic fusions, saved; O2: + SkipLayerNormalization and bias-GELU (ONNX Runtime's "
+                 "transformer optimizer; runs in ONNX Runtime only); O3: + the GELU approximation (FastGelu).")
 TASK_HELP = f"Model head: {', '.join(_tasks.TASKS)} (aliases: {', '.join(sorted(_tasks.ALIASES))})."
 
 
@@ -86,9 +88,12 @@ def _print_quantized(res, source) -> None:
               help="Take the tokenizer from this directory instead of the checkpoint (tokenizer.json, or slow files: "
                    "vocab.txt, vocab.json + merges.txt, spiece.model, sentencepiece.bpe.model; converted to "
                    "tokenizer.json).")
+@click.option("--optimize", "optimize_level", type=click.Choice(C.OPTIMIZE_LEVELS), default=None,
+              help="Also optimize: the checked export goes to OUTPUT/fp32, the optimized one to OUTPUT (with --quantize: "
+                   "to OUTPUT/<level>, its int8 quantization to OUTPUT). " + OPTIMIZE_HELP)
 @verbose_option("Show the parity table and the exporter's log")
 def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, check_shapes, dtype, debug_codes,
-               no_validate, portable, quantize_to, tokenizer_dir, verbose):
+               no_validate, portable, quantize_to, tokenizer_dir, optimize_level, verbose):
     """Export a YOSO checkpoint to ONNX (model.onnx, config.json, tokenizer files, yoso_export.json).
 
     After export the model is run by ONNX Runtime with libyoso_ort.so on generated, padded inputs
@@ -97,15 +102,18 @@ def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, chec
     run/qa/bench/validate refuse the export unless --allow-failed-export. Nothing is written when the
     export itself fails: it is built beside OUTPUT and renamed into place at the end.
     """
-    from ..workflow import ParityError, export
+    from ..workflow import OptimizeCheckError, ParityError, export
 
     try:
         result = export(model_dir, output, task=task, attention=attention, opset=opset, seed=seed,
                         check_shapes=check_shapes, debug_codes=debug_codes, validate=not no_validate, atol=atol,
                         rtol=rtol, dtype=dtype, portable=portable, verbose=verbose, quantize=quantize_to,
-                        progress=say, tokenizer=tokenizer_dir)
+                        progress=say, tokenizer=tokenizer_dir, optimize_level=optimize_level)
     except ParityError as e:
         print_check("post-export check", e.result, verbose)
+        raise
+    except OptimizeCheckError as e:
+        _print_optimized(e.result, verbose)
         raise
     except Exception as e:
         failed = getattr(e, "result", None)  # the int8 check of --quantize
@@ -120,6 +128,8 @@ def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, chec
     if result.skipped_validation:
         click.echo(f"post-export check skipped: {result.skipped_validation}")
     print_check("post-export check", result, verbose)
+    if result.optimized is not None:
+        _print_optimized(result.optimized, verbose)
     if result.quantized is not None:
         _print_quantized(result.quantized, result.output_dir)
         print_check("post-quantization check", result.quantized, verbose)
@@ -188,4 +198,52 @@ def quantize_cmd(model_dir, output, method, qk, per_channel, reduce_range, prese
     print_check("post-quantization check", res, verbose)
 
 
-COMMANDS = (export_cmd, quantize_cmd)
+def _print_optimized(job, verbose: bool) -> None:
+    res = job.optimized
+    o = res.manifest["optimization"]
+    fused = ", ".join(f"{n} {op}" for op, n in o["fused_ops"].items()) or "nothing"
+    click.echo(f"optimized at {o['level']} to {res.onnx_path} in {res.seconds:.1f}s: {fused}; nodes "
+               f"{o['nodes']['before']} -> {o['nodes']['after']}")
+    if job.skipped_validation:
+        click.echo(f"parity check skipped: {job.skipped_validation}")
+    elif job.check is not None:
+        table = res.manifest["parity"].get("table", [])
+        if verbose or not job.ok:
+            click.echo("\n".join(table))
+        click.echo(f"parity check ({', '.join(res.manifest['parity']['shapes'])}): "
+                   f"{'passed' if job.ok else 'FAILED'}" + ("" if verbose or not job.ok else " (--verbose for the table)"))
+
+
+@click.command("optimize")
+@model_option("Export directory to optimize (from 'yoso-deploy export')")
+@output_option("Output directory of the optimized export (new or empty, or a previous export to replace)", required=True)
+@click.option("--level", type=click.Choice(C.OPTIMIZE_LEVELS), default="O2", show_default=True, help=OPTIMIZE_HELP)
+@click.option("--check-shapes", default=None, callback=_shapes,
+              help="BATCHxSEQ list of the parity check (default: 2x16,3x77,2x<min(512, max positions)>).")
+@click.option("--no-validate", is_flag=True, help="Skip the parity check against the PyTorch reference.")
+@threads_option("ONNX Runtime intra-op threads of the optimizer and the check")
+@verbose_option("Show the check's table")
+def optimize_cmd(model_dir, output, level, check_shapes, no_validate, threads, verbose):
+    """Optimize an export's graph for the CPU (fusions), as a new export.
+
+    The result keeps its manifest (with the level and the fused ops) and is judged against the PyTorch
+    reference like any export (tie-aware, layer by layer) where torch is installed; 'quantize' takes it.
+
+    \b
+    Examples:
+      yoso-deploy optimize --model out/qa --output out/qa-o2
+      yoso-deploy optimize --model out/qa --output out/qa-o3 --level O3
+      yoso-deploy quantize --model out/qa-o2 --output out/qa-o2-int8
+    """
+    from ..workflow import OptimizeCheckError, optimize
+
+    try:
+        job = optimize(model_dir, output, level=level, validate=not no_validate, threads=threads,
+                       check_shapes=check_shapes, progress=say)
+    except OptimizeCheckError as e:
+        _print_optimized(e.result, verbose)
+        raise
+    _print_optimized(job, verbose)
+
+
+COMMANDS = (export_cmd, quantize_cmd, optimize_cmd)

@@ -36,6 +36,7 @@ from .names import restore_parameter_names
 from .opset import downgrade_opset, model_opset
 from .options import DEFAULT_OPSET, DEFAULT_PORTABLE, EXPORTER_OPSET, ExportError, check_arguments  # noqa: F401
 from .probes import find_probes, record_probes
+from .rewrites import reduce_l2_as_sum
 from .schemas import register_schemas
 from .tokenizer import export_tokenizer
 from .wrapper import ExportWrapper
@@ -263,6 +264,7 @@ def convert(
     }
     model_proto = _finalize(program.model_proto, spec, manifest)
     restore_parameter_names(model_proto, wrapper)
+    reduce_l2_as_sum(model_proto)  # so that ONNX Runtime's transformer optimizer can infer shapes (rewrites.py)
     try:
         if opset < EXPORTER_OPSET and model_opset(model_proto) != opset:
             model_proto = downgrade_opset(model_proto, opset)

@@ -65,6 +65,7 @@ from ..manifest import (
     load_manifest,
     manifest_spec,
     model_file,
+    prepare_derived_output,
     quantization_info,
     source_model_dir,
     source_model_entry,
@@ -450,25 +451,6 @@ def _keep_probes(model, source_model) -> None:
         raise QuantizeError("quantization changed the graph's probe structure; report this with the onnxruntime version")
 
 
-def _prepare_output(src: Path, out: Path) -> Path:
-    out = expand_path(out)
-    if out.exists() and not out.is_dir():
-        raise QuantizeError(f"output {str(out)!r} exists and is not a directory; choose a directory path")
-    if out.resolve() == src.resolve():
-        raise QuantizeError(f"--output is the export being quantized ({str(src)!r}); choose another directory")
-    # a non-empty directory only if it holds a previous export, or nothing but the source export itself
-    # (``export --quantize int8``: OUTPUT/fp32 is the source, OUTPUT the int8 export)
-    others = [p for p in out.iterdir() if p.resolve() != src.resolve()] if out.is_dir() else []
-    if others and not (out / MANIFEST).is_file():
-        raise QuantizeError(f"output directory {str(out)!r} is not empty and holds no previous export; choose an "
-                            "empty or new directory so nothing is overwritten")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise QuantizeError(f"cannot create output directory {str(out)!r}: {e.strerror or e}; choose a writable path") from e
-    return out
-
-
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -549,7 +531,7 @@ def quantize(
 
         ranges = calibrate_ranges(source, tensors, feeds, threads, tick)
         calib_seconds = time.perf_counter() - t1
-    out = _prepare_output(src, output)
+    out = prepare_derived_output(src, output, QuantizeError)
     onnx_path = out / MODEL_FILE
     say(f"quantizing {len(quant)} of {len(dense)} dense projections ({method}) ...")
     with tempfile.TemporaryDirectory(prefix="yoso-quantize-") as tmp:
