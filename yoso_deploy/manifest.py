@@ -106,6 +106,19 @@ def quantization_info(manifest: dict) -> dict | None:
     return q if isinstance(q, dict) else None
 
 
+def approximation_info(manifest: dict) -> dict | None:
+    """What makes an export an approximation of an exact source export, judged by the int8 criteria against it:
+    its ``quantization`` (int8), else an ``optimization`` at a level that approximates (O3: FastGelu); else None."""
+    q = quantization_info(manifest)
+    if q is not None:
+        return q
+    o = manifest.get("optimization")
+    return o if isinstance(o, dict) and o.get("level") in APPROXIMATE_LEVELS else None
+
+
+APPROXIMATE_LEVELS = ("O3",)  # optimization levels that change the function (yoso_deploy.optimization)
+
+
 def load_manifest(model_dir: str | os.PathLike) -> dict:
     """Read and check ``yoso_export.json`` of an export directory (``~`` expanded; clear errors naming the fix)."""
     model_dir = expand_path(model_dir)
@@ -216,8 +229,8 @@ def require_source_model_dir(manifest: dict, model_dir: str | os.PathLike) -> Pa
 
 
 def source_export_dir(manifest: dict, model_dir: str | os.PathLike) -> Path | None:
-    """The fp32 export a quantized export was made from, or None if it is not (any more) there."""
-    q = quantization_info(manifest)
+    """The exact export an approximate one (int8, O3) was made from, or None if it is not (any more) there."""
+    q = approximation_info(manifest)
     if not q or not q.get("source_export"):
         return None
     p = expand_path(q["source_export"])

@@ -114,6 +114,11 @@ def test_checks_record_their_verdict(task_exports, tmp_path):
     assert "PyTorch reference" in o2.optimized.manifest["parity"]["kind"]
     o3 = optimize_job(task_exports["qa"], tmp_path / "o3", level="O3", check_shapes=((2, 16),))
     assert o3.ok and "int8 criteria" in o3.optimized.manifest["parity"]["kind"]
+    # yoso-deploy validate judges O3 (an approximation) like int8: against its exact source export
+    from yoso_deploy.validation.validate import validate
+
+    res = validate(tmp_path / "o3", batches=[2], seq_lens=[16])
+    assert res.passed and any("approximate export: optimization O3" in n for n in res.report.notes)
     card = (tmp_path / "o2" / "README.md").read_text()
     assert "passed" in card
     # the optimized export quantizes, and its int8 check passes

@@ -175,7 +175,7 @@ def test_bad_inputs_are_one_line_errors(qa, tmp_path):
         (["--model", str(failed)], "failed its post-export parity check (first failure: ort-cpu 2x16 layer 0 query)",
          "fix and re-export it"),
         (["--model", str(tmp_path / "missing")], "does not exist", "make it with 'yoso-deploy export --output"),
-        (["--model", str(fp32), "--preset", "avx3"], "unknown preset 'avx3'", "avx2, avx512-vnni, arm64"),
+        (["--model", str(fp32), "--preset", "avx3"], "unknown preset 'avx3'", "avx2, avx512-vnni, arm64, auto"),
         (["--model", str(fp32), "--calibration-samples", "4"], "dynamic quantization takes no calibration data",
          "--method static"),
         (["--model", str(fp32), "--method", "static", "--calibration", str(tmp_path / "none.txt")],
@@ -358,3 +358,17 @@ def test_yoso4096_layer_quantizes_and_passes_at_4096_tokens(yoso4096_export, tmp
     assert not rep.passed and rep.first_failure().layer == 1, rep.table()
     assert {"layer 1 query codes", "layer 1 key codes"} <= failed, rep.table()
     assert "layer 0 query codes" not in failed  # computed before the wrong scale: still int8-close
+
+
+def test_auto_preset_follows_the_cpu():
+    """--preset auto: ORT's guidance per CPU -- VNNI: full-range weights; AVX2 without VNNI: 7-bit weights; ARM64."""
+    from yoso_deploy.quantization.quantize import cpu_preset, resolve_options
+
+    assert cpu_preset("x86_64", {"avx2", "avx512f", "avx512_vnni"}) == "avx512-vnni"
+    assert cpu_preset("x86_64", {"avx2", "avx_vnni"}) == "avx512-vnni"
+    assert cpu_preset("x86_64", {"avx2", "fma"}) == "avx2"
+    assert cpu_preset("aarch64", set()) == "arm64"
+    flags = set(open("/proc/cpuinfo").read().split("flags")[1].split("\n")[0].split(":")[1].split())
+    here = cpu_preset(flags=flags)
+    print(f"\nthis CPU's preset: {here}")
+    assert resolve_options("dynamic", "auto", None, None, None)["reduce_range"] is (here == "avx2")

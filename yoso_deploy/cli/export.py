@@ -147,7 +147,9 @@ def export_cmd(model_dir, output, task, attention, opset, seed, atol, rtol, chec
 @click.option("--per-channel", is_flag=True, help="One weight scale per output channel (default: one per tensor).")
 @click.option("--reduce-range/--no-reduce-range", default=None,
               help="7-bit weights (for x86 CPUs without VNNI); default: the preset's, else off.")
-@click.option("--preset", default=None, help="CPU family: avx2, avx512-vnni or arm64 (sets data types and reduce-range).")
+@click.option("--preset", default=None,
+              help="CPU family: avx2, avx512-vnni or arm64 (sets data types and reduce-range); auto: this CPU's "
+                   "(VNNI or not, ARM64). Default: none (uint8 activations, int8 weights, full range).")
 @click.option("--activation-type", type=click.Choice(["uint8", "int8"]), default=None,
               help="Static: activation type (default uint8; arm64 preset: int8). Dynamic is always uint8.")
 @click.option("--weight-type", type=click.Choice(["int8", "uint8"]), default=None, help="Weight type (default int8).")

@@ -2,9 +2,12 @@
 
 Per encoder layer: both FastHash nodes' input (the padded query/key) and output (the codes), and
 LSHCumulation's value input and output; plus every hidden state (the embeddings' output and each
-layer's output, as transformers' ``hidden_states``). :func:`find_probes` locates them by the graph's
+layer's output, as transformers' ``hidden_states``); and the task head's intermediate tensors (the
+output of every module of the head -- ``classifier.dense``, ``cls.predictions.transform.LayerNorm`` -- and
+the input of every ``Linear`` in it, which is where a functional activation's output shows, e.g. the GELU
+between ``classifier.dense`` and ``classifier.out_proj``). :func:`find_probes` locates them by the graph's
 structure (the FastHash nodes feeding each LSHCumulation; torch.onnx's module-scope metadata for the
-layer outputs); the exporter records them in the model's metadata (``yoso.probes``) before any
+layer outputs and the head's modules); the exporter records them in the model's metadata (``yoso.probes``) before any
 rewrite that removes the ``com.yoso`` nodes (``--portable inline``), and :func:`find_probes` reads
 that record first. :func:`instrument` returns a copy with every probe as an extra graph output.
 Only ``onnx`` is imported here (no torch: :mod:`yoso_deploy.quantization.quantize` uses it).
@@ -15,7 +18,7 @@ from __future__ import annotations
 import ast
 import json
 import re
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import onnx
 
@@ -43,16 +46,41 @@ class LayerProbe:
 
 
 @dataclass
+class HeadProbe:
+    """One tensor inside the task head: the output (or input) of the reference module ``module``.
+
+    ``module`` is the module's path in the reference model (``classifier.dense``, ``qa_outputs``); ``value``
+    the ONNX value that holds the same tensor; ``role`` ``"output"`` or ``"input"`` (the input of a
+    ``Linear``: the output of whatever precedes it, e.g. a functional activation that is no module).
+    """
+
+    module: str
+    value: str
+    role: str = "output"
+
+    @property
+    def label(self) -> str:
+        """How reports name it: ``classifier.dense output``, ``classifier.out_proj input``."""
+        return f"{self.module} {self.role}"
+
+
+@dataclass
 class GraphProbes:
     layers: list[LayerProbe]
     hidden_states: list[str]  # value names: embeddings output, then each encoder layer's output (as HF hidden_states)
     hidden_note: str = ""  # why hidden states could not be located, if they could not
+    heads: list[HeadProbe] = field(default_factory=list)  # the task head's tensors (empty: none located/recorded)
+    head_note: str = ""  # why (some) head tensors are not compared, if so
 
     def names(self) -> list[str]:
+        """The encoder's probed values (codes, layer tensors, hidden states); see :meth:`head_names`."""
         out = []
         for p in self.layers:
             out += [p.query_codes, p.key_codes, p.query_input, p.key_input, p.value, p.context]
         return out + list(self.hidden_states)
+
+    def head_names(self) -> list[str]:
+        return [h.value for h in self.heads]
 
 
 _LAYER_RE = re.compile(r"(?:^|\.)encoder\.layer\.(\d+)$")
@@ -77,7 +105,7 @@ def record_probes(model: onnx.ModelProto, probes: GraphProbes) -> None:
     model.metadata_props.extend(keep)
     model.metadata_props.add(key=PROBES_METADATA_KEY, value=json.dumps(
         {"layers": [asdict(p) for p in probes.layers], "hidden_states": probes.hidden_states,
-         "hidden_note": probes.hidden_note}))
+         "hidden_note": probes.hidden_note, "heads": [asdict(h) for h in probes.heads]}))
 
 
 def _recorded(model: onnx.ModelProto) -> GraphProbes | None:
@@ -94,6 +122,20 @@ def _recorded(model: onnx.ModelProto) -> GraphProbes | None:
             if missing:
                 raise ProbeError(f"the model's {PROBES_METADATA_KEY} metadata names values the graph does not have "
                                  f"({', '.join(missing[:3])}); re-export it")
+            if "heads" in data:
+                try:
+                    heads = [HeadProbe(**h) for h in data["heads"]]
+                except TypeError as e:
+                    raise ProbeError(f"the model's {PROBES_METADATA_KEY} metadata is corrupt ({e}); re-export it") from e
+            else:  # recorded before head probes existed: locate them now (needs the scope metadata)
+                heads, probes.head_note = find_head_probes(model)
+            # A rewrite after the export (quantization, a graph optimizer) may fuse head nodes away: those
+            # tensors are not compared (a note says so); the model's outputs still are.
+            gone = [h for h in heads if h.value not in values]
+            probes.heads = [h for h in heads if h.value in values]
+            if gone:
+                probes.head_note = (f"head tensors {', '.join(h.label for h in gone[:3])} are no longer in the graph "
+                                    "(rewritten after export)")
             return probes
     return None
 
@@ -162,9 +204,107 @@ def find_probes(model: onnx.ModelProto) -> GraphProbes:
     enc = sorted((int(_LAYER_RE.search(s).group(1)), s) for s in modules if _LAYER_RE.search(s))
     hidden = [module_output(emb[0])] if emb else [None]
     hidden += [module_output(s) for _, s in enc]
+    heads, head_note = find_head_probes(model)
     if None in hidden or len(hidden) < 2:
-        return GraphProbes(layers, [], "could not locate every encoder layer's output in the graph")
-    return GraphProbes(layers, hidden)
+        return GraphProbes(layers, [], "could not locate every encoder layer's output in the graph", heads, head_note)
+    return GraphProbes(layers, hidden, heads=heads, head_note=head_note)
+
+
+_WRAPPER_SCOPE = "model"  # the export wrapper's attribute holding the transformers model (ExportWrapper.model)
+_ENCODER = "yoso"  # the encoder's attribute in every Yoso* task class
+_LINEAR_CLASS = "torch.nn.modules.linear.Linear"
+
+
+def _scoped_classes(node) -> list[tuple[str, str]]:
+    """``(module path, module class)`` pairs of a node from torch.onnx's ``pkg.torch.onnx.name_scopes`` and
+    ``pkg.torch.onnx.class_hierarchy`` metadata (outermost first; the class is "" when not recorded)."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    try:
+        scopes = ast.literal_eval(meta.get("pkg.torch.onnx.name_scopes", "[]"))[:-1]
+        classes = ast.literal_eval(meta.get("pkg.torch.onnx.class_hierarchy", "[]"))[:-1]
+    except (ValueError, SyntaxError):
+        return []
+    if len(classes) != len(scopes):
+        classes = [""] * len(scopes)
+    return [(s, c if isinstance(c, str) else "") for s, c in zip(scopes, classes) if isinstance(s, str) and s]
+
+
+def _head_path(scope: str) -> str | None:
+    """``model.classifier.dense`` -> ``classifier.dense``; None for the wrapper, the model and the encoder."""
+    if scope == _WRAPPER_SCOPE or not scope.startswith(_WRAPPER_SCOPE + "."):
+        return None
+    path = scope[len(_WRAPPER_SCOPE) + 1:]
+    if path == _ENCODER or path.startswith(_ENCODER + "."):
+        return None
+    return path
+
+
+def find_head_probes(model: onnx.ModelProto) -> tuple[list[HeadProbe], str]:
+    """The task head's tensors: the output of every module outside the encoder (by torch.onnx's scope
+    metadata) and the input of every ``Linear`` among them, one probe per ONNX value (named after the
+    innermost module). Returns ``(probes, note)``; the note says why none were found, if none were."""
+    g = model.graph
+    initializers = {i.name for i in g.initializer}
+    constants = {o for n in g.node if n.op_type == "Constant" for o in n.output}
+    graph_outputs = {o.name for o in g.output}
+    float_types = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16, onnx.TensorProto.DOUBLE}
+    types = _value_types(model)
+    consumers: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    order = {id(n): i for i, n in enumerate(g.node)}
+    modules: dict[str, list] = {}
+    linear: set[str] = set()
+    any_scope = has_encoder = False
+    for n in g.node:
+        scoped = _scoped_classes(n)
+        any_scope = any_scope or bool(scoped)
+        for s, cls in scoped:
+            has_encoder = has_encoder or s == f"{_WRAPPER_SCOPE}.{_ENCODER}"
+            path = _head_path(s)
+            if path is None:
+                continue
+            modules.setdefault(path, []).append(n)
+            if cls == _LINEAR_CLASS:
+                linear.add(path)
+    if not any_scope:
+        return [], "the graph carries no module scopes (pkg.torch.onnx.name_scopes); re-export to compare the head"
+    if not modules or not has_encoder:
+        return [], ""  # the encoder alone (task "base": the wrapped model is YosoModel): no head
+
+    def is_float(v: str) -> bool:
+        return types.get(v, onnx.TensorProto.FLOAT) in float_types
+
+    found: dict[str, HeadProbe] = {}
+
+    def add(path: str, value: str, role: str) -> None:
+        # one probe per value: a module's output rather than the next one's input, and the innermost
+        # module (classifier.out_proj, not classifier)
+        new = HeadProbe(path, value, role)
+        rank = lambda h: (h.role == "output", h.module.count("."))  # noqa: E731
+        if value not in found or rank(new) > rank(found[value]):
+            found[value] = new
+
+    for path, nodes in modules.items():
+        inside = {id(n) for n in nodes}
+        best = None
+        for n in nodes:
+            for o in n.output:
+                leaves = o in graph_outputs or any(id(c) not in inside for c in consumers.get(o, []))
+                if leaves and is_float(o) and (best is None or order[id(n)] > order[id(best[0])]):
+                    best = (n, o)
+        if best is not None:
+            add(path, best[1], "output")
+        if path in linear:
+            produced = {o for n in nodes for o in n.output}
+            ins = list(dict.fromkeys(i for n in nodes for i in n.input if i and i not in produced
+                                     and i not in initializers and i not in constants and is_float(i)))
+            if len(ins) == 1:
+                add(path, ins[0], "input")
+    # graph order (of the value's producer) so reports list the head from its input to its output
+    producer = {o: order[id(n)] for n in g.node for o in n.output}
+    return sorted(found.values(), key=lambda h: (producer.get(h.value, -1), h.role != "input")), ""
 
 
 def _value_types(model: onnx.ModelProto) -> dict[str, int]:
@@ -185,7 +325,7 @@ def instrument(model: onnx.ModelProto, probes: GraphProbes) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     existing = {o.name for o in m.graph.output}
-    wanted = [n for n in dict.fromkeys(probes.names()) if n not in existing]
+    wanted = [n for n in dict.fromkeys(probes.names() + probes.head_names()) if n not in existing]
     if not wanted:
         return m
     typed = {vi.name: vi for vi in m.graph.value_info}

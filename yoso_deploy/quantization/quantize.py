@@ -88,6 +88,30 @@ PRESETS = {
     "arm64": ("ARM64: int8 weights, full range; static quantization uses symmetric int8 activations",
               {"activation_type": "int8", "weight_type": "int8", "reduce_range": False}),
 }
+AUTO_PRESET = "auto"  # the preset of the CPU at hand (cpu_preset)
+
+
+def cpu_preset(machine: str | None = None, flags: set[str] | None = None) -> str:
+    """The preset for this CPU, following ONNX Runtime's guidance: ARM64 -> ``arm64``; x86-64 with AVX512-VNNI or
+    AVX-VNNI -> ``avx512-vnni`` (full-range int8 weights); other x86-64 -> ``avx2`` (7-bit weights, so that
+    ``vpmaddubsw`` cannot saturate). ``machine``/``flags`` default to this machine's (``/proc/cpuinfo``)."""
+    import platform
+
+    machine = (machine or platform.machine()).lower()
+    if machine in ("aarch64", "arm64"):
+        return "arm64"
+    if flags is None:
+        flags = set()
+        try:
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+        except OSError:
+            pass
+    return "avx512-vnni" if flags & {"avx512_vnni", "avx_vnni", "avx512vnni"} else "avx2"
+
+
 DEFAULT_CALIBRATION_SAMPLES = 32
 QK_RE = re.compile(r"\.attention\.self\.(query|key)\.weight(\.T)?$")
 MODEL_SUFFIXES = (".onnx", ".plan", ".data", ".engine")
@@ -167,10 +191,12 @@ def resolve_options(method: str, preset: str | None, activation_type: str | None
     if method not in METHODS:
         raise QuantizeError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     opts = {"activation_type": "uint8", "weight_type": "int8", "reduce_range": False}
+    if preset == AUTO_PRESET:
+        preset = cpu_preset()
     if preset is not None:
         if preset not in PRESETS:
-            raise QuantizeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)} (or none: uint8 "
-                                "activations, int8 weights, full range)")
+            raise QuantizeError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}, {AUTO_PRESET} (or "
+                                "none: uint8 activations, int8 weights, full range)")
         opts.update(PRESETS[preset][1])
     for key, value in (("activation_type", activation_type), ("weight_type", weight_type),
                        ("reduce_range", reduce_range)):
@@ -567,7 +593,7 @@ def quantize(
         "activation_type": opts["activation_type"],
         "per_channel": bool(per_channel),
         "reduce_range": bool(opts["reduce_range"]),
-        "preset": preset,
+        "preset": f"{preset} ({cpu_preset()})" if preset == AUTO_PRESET else preset,
         "qk": qk,
         "exclude": [p for p in exclude if p],
         "quantized_nodes": [d.node for d in quant],

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..manifest import check_usable, load_manifest, manifest_spec, model_file, source_export_dir
+from ..manifest import approximation_info, check_usable, load_manifest, manifest_spec, model_file, source_export_dir
 from . import backends as v
 from .int8_criteria import DEFAULT_THRESHOLDS, Int8Report, Int8Thresholds, RunValues, judge_int8, values_from_probes
 from .report import ValidationResult, write_report
@@ -64,7 +64,7 @@ def compare_int8(model_dir: Path, manifest: dict, backends, cases: list[dict], c
     fp32_dir = source_export_dir(manifest, model_dir)
     fp32_manifest, fp32_why = None, ""
     if fp32_dir is None:
-        src = manifest["quantization"].get("source_export")
+        src = approximation_info(manifest).get("source_export")
         fp32_why = (f"the fp32 source export {src!r} is not there any more (quantization.source_export in the "
                     "manifest); keep it next to the int8 export to compare against it")
     else:
@@ -94,7 +94,10 @@ def compare_int8(model_dir: Path, manifest: dict, backends, cases: list[dict], c
 
     got = runs(f"{INT8_BACKEND} int8", int8_probes)
     report = Int8Report()
-    report.notes.append(f"int8 export: {_describe(manifest['quantization'])}")
+    q = manifest.get("quantization")
+    report.notes.append(f"int8 export: {_describe(q)}" if q else
+                        f"approximate export: optimization {manifest['optimization'].get('level')} "
+                        f"({manifest['optimization'].get('description', '')}), judged by the int8 criteria")
     if fp32_manifest is not None:
         ref = runs(f"{INT8_BACKEND} fp32", fp32_probes)
         report.comparisons += judge_int8(spec.task, list(zip(cases, got, ref)), f"{INT8_BACKEND} int8", "fp32 export",

@@ -28,6 +28,15 @@ outputs far past any fp32 tolerance. So parity is judged in two parts (plugins/O
    ``||a[:, c] - b[:, c]|| / ||b[:, c]|| <= hidden_rtol`` that sees a corruption of one channel
    (a LayerNorm weight x 1.001) which no elementwise bound on values of size ~1 can.
 
+3. **The task head, tensor by tensor.** The graph's record of probes also names the head's tensors
+   (every module output inside ``classifier``/``qa_outputs``/``cls``/``pre_classifier`` and every
+   ``Linear``'s input, where a functional activation's output shows); the code-injected reference run
+   captures the same module outputs/inputs with forward hooks. Each must agree within the elementwise
+   bound and, scaled to the tensor's own magnitude, ``||a - r||_2 / ||r||_2 <= head_rtol`` (relative RMS
+   error over the whole tensor): with the codes injected both sides differ by float32 rounding only
+   (relative ~1e-6 at S = 4096), while one weight column x 1.01 moves a 768-wide Linear's output by
+   ~1e-2 / sqrt(768) ~ 4e-4 relative, which the logits (a few values of a large size) hide.
+
 Expectation (YOSO-E) exports have no codes: outputs and hidden states are compared directly.
 
 One comparison record (:class:`Comparison`) and one renderer serve the post-export check and
@@ -54,6 +63,7 @@ from .report import (
 )
 
 UNIT_ROUNDOFF = {"float32": 2.0**-24, "float16": 2.0**-11}
+DEFAULT_HEAD_RTOL = 1e-5  # parity: relative RMS error of each task-head tensor (hash codes injected)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -82,7 +92,8 @@ class CodeMismatch(ParityFailure):
 @dataclass(frozen=True)
 class Tolerances:
     """``atol``/``rtol``: a float or ``{output: float}`` (key ``"*"`` = default). ``hidden_rtol``: per-channel
-    relative error of hidden states. ``tie_bound_scale`` multiplies the derived tie bound (1 = the
+    relative error of hidden states. ``head_rtol``: relative RMS error ``||a - r|| / ||r||`` of each task-head
+    tensor (the elementwise bound is ``"hidden_states"``'s). ``tie_bound_scale`` multiplies the derived tie bound (1 = the
     float32 rounding bound of plugins/OPS.md section 5; raise it only for a backend that computes the
     projections in lower precision, e.g. TF32)."""
 
@@ -90,6 +101,7 @@ class Tolerances:
     rtol: float | dict = DEFAULT_RTOL
     hidden_rtol: float = DEFAULT_HIDDEN_RTOL
     tie_bound_scale: float = 1.0
+    head_rtol: float = DEFAULT_HEAD_RTOL
 
     @staticmethod
     def _pick(value, name: str, default: float) -> float:
@@ -138,13 +150,15 @@ class Comparison:
 
     backend: str
     case: str  # "BxS", e.g. "2x512"
-    kind: str  # "codes" | "tensor" (a layer's query/key/value/attention) | "hidden" | "output"
-    name: str  # "layer 0 query", "layer 0 value", "hidden_states.1 (layer 0)", "start_logits"
+    kind: str  # "codes" | "tensor" (a layer's query/key/value/attention) | "hidden" | "head" | "output"
+    name: str  # "layer 0 query", "layer 0 value", "hidden_states.1 (layer 0)", "head classifier.dense output", "start_logits"
     layer: int | None = None  # encoder layer the check belongs to (hidden_states.k -> layer k-1; None: outputs)
     max_abs: float = float("nan")
     mean_abs: float = float("nan")
     max_rel: float = float("nan")
     channel_rel: float | None = None  # hidden states only
+    tensor_rel: float | None = None  # head tensors only: ||a - r||_2 / ||r||_2
+    head_rtol: float | None = None
     atol: float = 0.0
     rtol: float = 0.0
     hidden_rtol: float | None = None
@@ -164,6 +178,8 @@ class Comparison:
             return self.codes.summary()
         if self.kind in ("hidden", "tensor") and self.channel_rel is not None:
             return f"channel rel {self.channel_rel:.2e} (<= {self.hidden_rtol:.0e}); atol {self.atol:.0e} rtol {self.rtol:.0e}"
+        if self.kind == "head" and self.tensor_rel is not None:
+            return f"tensor rel {self.tensor_rel:.2e} (<= {self.head_rtol:.0e}); atol {self.atol:.0e} rtol {self.rtol:.0e}"
         if isinstance(self.error, ShapeMismatch):
             return str(self.error)
         return f"atol {self.atol:.0e} rtol {self.rtol:.0e}"
@@ -184,8 +200,10 @@ class Comparison:
             return [self.name, f"{st.identical:,} / {st.compared:,}", ties, drift, kernel,
                     status + (f"  {st.where}" if st.where else "")]
         tol = f"{self.atol:.0e}/{self.rtol:.0e}" + (f", ch {self.hidden_rtol:.0e}" if self.hidden_rtol is not None else "")
-        cells = [self.name, num(self.max_abs), num(self.mean_abs), num(self.max_rel),
-                 "" if self.channel_rel is None else f"{self.channel_rel:.2e}", tol]
+        rel = "" if self.channel_rel is None else f"ch {self.channel_rel:.2e}"
+        if self.tensor_rel is not None:
+            rel, tol = f"tensor {self.tensor_rel:.2e}", tol + (f", tensor {self.head_rtol:.0e}" if self.head_rtol is not None else "")
+        cells = [self.name, num(self.max_abs), num(self.mean_abs), num(self.max_rel), rel, tol]
         return cells + [status if self.ok or isinstance(self.error, ToleranceExceeded) else f"{status}  {self.error}"]
 
     def to_json(self) -> dict:
@@ -199,7 +217,7 @@ class Comparison:
 
 
 CODE_HEADERS = ["codes", "identical / compared", "near-ties (max |t|/bound)", "t drift (max/bound)", "kernel", "status"]
-TENSOR_HEADERS = ["tensor", "max abs", "mean abs", "max rel", "channel rel", "atol/rtol", "status"]
+TENSOR_HEADERS = ["tensor", "max abs", "mean abs", "max rel", "rel error", "atol/rtol", "status"]
 
 
 @dataclass
@@ -251,9 +269,11 @@ class ParityReport(CheckReport):
         groups: dict[tuple, dict] = {}
         for c in self.comparisons:
             g = groups.setdefault((c.backend, c.case), {"backend": c.backend, "case": c.case, "passed": True,
-                                                        "codes": [], "layer_tensors": [], "hidden_states": [], "outputs": []})
+                                                        "codes": [], "layer_tensors": [], "hidden_states": [],
+                                                        "head_tensors": [], "outputs": []})
             g["passed"] = g["passed"] and c.ok
-            g[{"codes": "codes", "tensor": "layer_tensors", "hidden": "hidden_states", "output": "outputs"}[c.kind]].append(c.to_json())
+            g[{"codes": "codes", "tensor": "layer_tensors", "hidden": "hidden_states", "head": "head_tensors",
+               "output": "outputs"}[c.kind]].append(c.to_json())
         return list(groups.values())
 
 
@@ -308,6 +328,34 @@ def compare_tensor(backend: str, case: str, kind: str, name: str, reference: np.
             problems.append(f"channel {ch} relative error {c.channel_rel:.3g} > {hidden_rtol:g}")
     if problems:
         c.error = ToleranceExceeded(f"{name}: " + "; ".join(problems))
+    return c
+
+
+def compare_head(backend: str, case: str, name: str, reference: np.ndarray, actual: np.ndarray, atol: float,
+                 rtol: float, head_rtol: float) -> Comparison:
+    """A task-head tensor: the elementwise bound of :func:`compare_tensor` and, scaled to the tensor's
+    magnitude, ``||a - r||_2 / ||r||_2 <= head_rtol`` over the whole tensor (a relative RMS error: robust to
+    values near 0, where an elementwise relative error is rounding noise, yet 1 % of one weight column of a
+    768-wide Linear is ~4e-4 of it). A backend tensor of the reference's size but another shape (a flattened
+    view) is compared in the reference's shape. ``head_rtol`` is for float32 values; a float16 backend tensor
+    (an fp16 export on a GPU) gets it scaled by the ratio of the unit roundoffs (2^13)."""
+    if actual is not None and reference is not None:
+        actual, reference = np.asarray(actual), np.asarray(reference)
+        if actual.shape != reference.shape and actual.size == reference.size:
+            actual = actual.reshape(reference.shape)
+        if actual.dtype == np.float16:
+            head_rtol = head_rtol * UNIT_ROUNDOFF["float16"] / UNIT_ROUNDOFF["float32"]
+    c = compare_tensor(backend, case, "head", name, reference, actual, atol, rtol)
+    c.head_rtol = head_rtol
+    if isinstance(c.error, ShapeMismatch):
+        return c
+    a, r = np.asarray(actual, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        num, den = float(np.linalg.norm((a - r).ravel())), float(np.linalg.norm(r.ravel()))
+    c.tensor_rel = num / den if den > 0 else (0.0 if num == 0 else math.inf)
+    if not c.tensor_rel <= head_rtol:
+        msg = f"relative RMS error {c.tensor_rel:.3g} > {head_rtol:g} (||diff|| {num:.3g}, ||reference|| {den:.3g})"
+        c.error = ToleranceExceeded(f"{c.error}; {msg}" if c.error is not None else f"{name}: {msg}")
     return c
 
 
@@ -492,13 +540,32 @@ class CodeInjector:
 # ------------------------------------------------------------------------------------------------
 
 
-def reference_forward(model, spec: IOSpec, feeds: dict[str, np.ndarray], code_hook=None):
-    """The reference model on ``feeds`` -> (outputs by name, hidden states list), with an optional code hook."""
+def reference_forward(model, spec: IOSpec, feeds: dict[str, np.ndarray], code_hook=None, heads=None):
+    """The reference model on ``feeds`` -> (outputs by name, hidden states list), with an optional code hook.
+
+    ``heads`` (:class:`~yoso_deploy.export.probes.HeadProbe` list): also capture those head modules' outputs
+    or inputs with forward hooks and return ``(outputs, hidden, {head.value: array or None})`` (None: the
+    reference has no such module)."""
     import torch
 
     device = next(model.parameters()).device
     kwargs = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])).to(device) for n in spec.input_names}
     atts = attention_modules(model)
+    captured: dict[str, np.ndarray | None] = {}
+    handles = []
+    for h in heads or ():
+        captured[h.value] = None
+        try:
+            module = model.get_submodule(h.module)
+        except AttributeError:
+            continue
+
+        def hook(_module, args, output, h=h):
+            t = output if h.role == "output" else (args[0] if args else None)
+            if isinstance(t, torch.Tensor):
+                captured[h.value] = to_numpy(t)
+
+        handles.append(module.register_forward_hook(hook))
     for a in atts:
         a.code_hook = code_hook
     try:
@@ -507,9 +574,13 @@ def reference_forward(model, spec: IOSpec, feeds: dict[str, np.ndarray], code_ho
     finally:
         for a in atts:
             a.code_hook = None
+        for handle in handles:
+            handle.remove()
     outputs = {t.name: to_numpy(out[t.name]) for t in spec.outputs}
     hidden = [to_numpy(h) for h in (out.hidden_states or ())]
-    return outputs, hidden
+    if heads is None:
+        return outputs, hidden
+    return outputs, hidden, captured
 
 
 def judge_backend(model, spec: IOSpec, probes: GraphProbes | None, backend: str, feeds: dict[str, np.ndarray],
@@ -517,10 +588,14 @@ def judge_backend(model, spec: IOSpec, probes: GraphProbes | None, backend: str,
     """Compare one backend run (``values``: every output it produced, probes included) with the reference.
 
     LSH models (``model.yoso_attention == "lsh"``) need ``probes``: their codes are judged and injected.
-    ``reference``: a cached ``reference_forward`` result for models without codes.
+    ``reference``: a cached ``reference_forward`` result for models without codes (with the head tensors
+    when it was called with ``heads=probes.heads``). The task head's tensors (``probes.heads``) are compared
+    with the run that has the backend's codes injected (:func:`compare_head`).
     """
     case = case_name(feeds)
     hidden_be = [values.get(n) for n in probes.hidden_states] if probes and probes.hidden_states else None
+    heads = [h for h in probes.heads if h.value in values] if probes is not None else []
+    head_ref: dict = {}
     injector = None
     comparisons: list[Comparison] = []
     if getattr(model, "yoso_attention", "lsh") == "lsh":
@@ -531,18 +606,27 @@ def judge_backend(model, spec: IOSpec, probes: GraphProbes | None, backend: str,
             raise ProbeError(f"backend {backend} did not return the probed values {missing[:4]}; run the instrumented model")
         injector = CodeInjector(probes, values, hidden_be, backend, case, tolerances)
         try:
-            outputs, hidden = reference_forward(model, spec, feeds, injector)
+            outputs, hidden, head_ref = reference_forward(model, spec, feeds, injector, heads=heads)
         except ParityFailure:  # codes could not even be injected (shape): report what was judged so far
             return injector.comparisons
         comparisons += injector.comparisons
     else:
-        outputs, hidden = reference if reference is not None else reference_forward(model, spec, feeds)
+        if reference is None or (heads and len(reference) < 3):
+            reference = reference_forward(model, spec, feeds, heads=heads)
+        outputs, hidden = reference[0], reference[1]
+        head_ref = reference[2] if len(reference) > 2 else {}
     if hidden_be is not None:
         for k, (ref_h, got_h) in enumerate(zip(hidden, hidden_be)):
             name = f"hidden_states.{k}" + (" (embeddings)" if k == 0 else f" (layer {k - 1})")
             comparisons.append(compare_tensor(backend, case, "hidden", name, ref_h, got_h,
                                               tolerances.atol_for("hidden_states"), tolerances.rtol_for("hidden_states"),
                                               tolerances.hidden_rtol, layer=k - 1))
+    for h in heads:
+        if head_ref.get(h.value) is None:
+            continue  # the reference has no such module (another head layout): nothing to compare with
+        comparisons.append(compare_head(backend, case, f"head {h.label}", head_ref[h.value], values.get(h.value),
+                                        tolerances.atol_for("hidden_states"), tolerances.rtol_for("hidden_states"),
+                                        tolerances.head_rtol))
     for t in spec.outputs:
         comparisons.append(compare_tensor(backend, case, "output", t.name, outputs[t.name], values.get(t.name),
                                           tolerances.atol_for(t.name), tolerances.rtol_for(t.name)))
@@ -569,6 +653,8 @@ def check_onnxruntime(model, spec: IOSpec, onnx_model, cases: list[dict], tolera
     report = ParityReport()
     if probes.hidden_note:
         report.notes.append(f"hidden states not compared: {probes.hidden_note}")
+    if probes.head_note:
+        report.notes.append(f"task head: {probes.head_note}")
     for feeds in cases:
         values = dict(zip(names, sess.run(names, {n: feeds[n] for n in spec.input_names})))
         report.comparisons += judge_backend(model, spec, probes, backend, feeds, values, tolerances)

@@ -8,7 +8,9 @@ is then judged against the PyTorch reference by :mod:`yoso_deploy.validation.par
 * LSH exports: the backend runs an in-memory copy of ``model.onnx`` whose every FastHash input and
   output, LSHCumulation value input and output, and encoder-layer output is also a graph output; the
   reference runs with the backend's hash codes injected layer by layer; codes are judged tie-aware
-  and every tensor within fp32 tolerances (plugins/OPS.md section 5);
+  and every tensor within fp32 tolerances (plugins/OPS.md section 5); the task head's tensors (every
+  module output and Linear input inside ``classifier``/``qa_outputs``/``cls``) are graph outputs too and
+  must agree with the reference's, relative to their own size (``head_rtol``);
 * expectation exports: outputs and hidden states are compared directly;
 * int8 exports (``yoso-deploy quantize``): int8 criteria against the fp32 export and the reference
   (:mod:`yoso_deploy.validation.int8`).
@@ -27,7 +29,7 @@ import numpy as np
 from ..constants import CONFIG_FILE, ENGINE_FILE, VALIDATE_BATCHES, VALIDATE_SEQ_LENS
 from ..errors import CheckFailedError, NotFoundError
 from ..iospec import IOSpec, make_inputs
-from ..manifest import check_usable, expand_path, load_manifest, manifest_spec, model_file, quantization_info
+from ..manifest import approximation_info, check_usable, expand_path, load_manifest, manifest_spec, model_file
 from .backends import (
     BACKENDS,
     DEFAULT_BACKENDS,
@@ -42,7 +44,7 @@ from .backends import (
 )
 from .int8_criteria import DEFAULT_THRESHOLDS as DEFAULT_INT8_THRESHOLDS
 from .int8_criteria import Int8Thresholds
-from .parity import DEFAULT_ATOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
+from .parity import DEFAULT_ATOL, DEFAULT_HEAD_RTOL, DEFAULT_HIDDEN_RTOL, DEFAULT_RTOL, ParityReport, Tolerances
 from .report import ValidationResult, write_report
 
 
@@ -144,13 +146,15 @@ def compare(
     allow_failed_export: bool = False,
     intra_op_threads: int | None = None,
     int8_thresholds: Int8Thresholds | None = None,
+    head_rtol: float = DEFAULT_HEAD_RTOL,
 ) -> ValidationResult:
     """Run the export on every requested, available backend and judge each against the PyTorch reference.
 
     ``backends`` defaults to :data:`DEFAULT_BACKENDS` (``ort-portable`` and ``openvino``, the export's
     standard-ONNX function bodies in stock ONNX Runtime and OpenVINO, are opt-in); ``torch`` (the reference) must be available (``reference``: its
     checkpoint, default the export's ``source_model``). ``atol``/``rtol``: a float or ``{output: float}``
-    (key ``"*"`` = default; ``"hidden_states"`` applies to layer tensors). See :mod:`yoso_deploy.validation.parity`.
+    (key ``"*"`` = default; ``"hidden_states"`` applies to layer and head tensors); ``head_rtol``: the relative RMS
+    error allowed in each task-head tensor. See :mod:`yoso_deploy.validation.parity`.
     An int8 export (manifest ``quantization``) is judged by the int8 criteria instead (``int8_thresholds``,
     default :data:`yoso_deploy.validation.int8_criteria.DEFAULT_THRESHOLDS`) against its fp32 export and the reference:
     :mod:`yoso_deploy.validation.int8`.
@@ -161,7 +165,7 @@ def compare(
     manifest = load_manifest(model_dir)
     check_usable(manifest, allow_failed=allow_failed_export, model_dir=model_dir)
     spec = manifest_spec(manifest)
-    quantized = quantization_info(manifest) is not None
+    quantized = approximation_info(manifest) is not None  # int8 or O3: the int8 criteria against the exact export
     requested = list(backends or DEFAULT_BACKENDS)
     unknown = [b for b in requested if b not in BACKENDS]
     if unknown:
@@ -234,10 +238,13 @@ def compare(
 
     model = load_model(reference_dir(manifest, reference, model_dir)[0], task=manifest["task"],
                        attention=manifest["attention"], seed=manifest["seed"])
-    tol = Tolerances(atol=atol, rtol=rtol, hidden_rtol=hidden_rtol, tie_bound_scale=tie_bound_scale)
+    tol = Tolerances(atol=atol, rtol=rtol, hidden_rtol=hidden_rtol, tie_bound_scale=tie_bound_scale,
+                     head_rtol=head_rtol)
     report = ParityReport(notes=precision_notes(runners))
     if probes.hidden_note:
         report.notes.append(f"hidden states not compared: {probes.hidden_note}")
+    if probes.head_note:
+        report.notes.append(f"task head: {probes.head_note}")
     cached: dict[int, tuple] = {}
     for runner_name, iterations in run_results.items():
         for i, (feeds, out) in enumerate(zip(cases, iterations)):
@@ -245,7 +252,7 @@ def compare(
             ref = None
             if not lsh:
                 if i not in cached:
-                    cached[i] = reference_forward(model, spec, feeds)
+                    cached[i] = reference_forward(model, spec, feeds, heads=probes.heads)
                 ref = cached[i]
             report.comparisons += judge_backend(model, spec, probes if (lsh or probes.hidden_states) else None,
                                                 runner_name, feeds, values, tol, reference=ref)
