@@ -1,16 +1,19 @@
 // yoso_cpu.cc -- the CPU ops of yoso_cpu.h (float32): run-time instruction-set dispatch, the
 // split of the work into tasks, and the per-thread scratch of the AVX2 LSHCumulation kernel.
 //
-// Two sets of kernels (see yoso_cpu_kernels.h for the dispatch and YOSO_FORCE_SCALAR):
+// Three sets of kernels (see yoso_cpu_kernels.h for the dispatch, YOSO_CPU_ISA and YOSO_FORCE_SCALAR):
 //  * portable scalar kernels (any CPU): yoso_cpu_scalar.cc;
 //  * x86-64 AVX2+FMA kernels, compiled per function with __attribute__((target("avx2,fma"))):
-//    yoso_cpu_avx2.cc.
-// Both add in the same order, so the two paths give identical results. The kernel report
+//    yoso_cpu_avx2.cc;
+//  * x86-64 AVX-512 (F+BW) kernels, compiled per function with
+//    __attribute__((target("avx512f,avx512bw,avx2,fma"))): yoso_cpu_avx512.cc.
+// All add in the same order, so the paths give identical results. The kernel report
 // (fast_hash_kernel / lsh_kernel) names exactly the functions the dispatch below calls.
 #include "yoso_cpu.h"
 
 #include <algorithm>
 #include <cstdlib>
+#include <cctype>
 #include <cstring>
 #include <memory>
 
@@ -38,13 +41,57 @@ bool cpu_has_avx2_fma() {
 #endif
 }
 
+bool cpu_has_avx512() {
+#if YOSO_X86_SIMD
+  // libgcc's checks include the OS's XSAVE support of the zmm and opmask state.
+  static const bool has = [] {
+    __builtin_cpu_init();
+    return cpu_has_avx2_fma() && __builtin_cpu_supports("avx512f") &&
+           __builtin_cpu_supports("avx512bw");
+  }();
+  return has;
+#else
+  return false;
+#endif
+}
+
+Isa best_isa() {
+  if (cpu_has_avx512()) return Isa::kAvx512;
+  return cpu_has_avx2_fma() ? Isa::kAvx2 : Isa::kScalar;
+}
+
 bool force_scalar_requested() {
   const char* v = std::getenv("YOSO_FORCE_SCALAR");
   return v != nullptr && v[0] != '\0' && std::strcmp(v, "0") != 0;
 }
 
+Isa requested_isa() {
+  const char* v = std::getenv("YOSO_CPU_ISA");
+  if (v == nullptr) return best_isa();
+  char name[8] = {0};  // the longest name is "avx512"
+  size_t n = 0;
+  for (; v[n] != '\0'; ++n) {
+    if (n + 1 >= sizeof(name)) return best_isa();  // longer than any name: unknown
+    name[n] = static_cast<char>(std::tolower(static_cast<unsigned char>(v[n])));
+  }
+  if (std::strcmp(name, "scalar") == 0) return Isa::kScalar;
+  if (std::strcmp(name, "avx2") == 0) return Isa::kAvx2;
+  if (std::strcmp(name, "avx512") == 0) return Isa::kAvx512;
+  return best_isa();  // "", "auto" or unknown
+}
+
 Isa active_isa() {
-  return cpu_has_avx2_fma() && !force_scalar_requested() ? Isa::kAvx2 : Isa::kScalar;
+  if (force_scalar_requested()) return Isa::kScalar;
+  return std::min(requested_isa(), best_isa());
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::kScalar: return "scalar";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kAvx512: return "avx512";
+  }
+  return "unknown";
 }
 
 }  // namespace simd
@@ -111,31 +158,44 @@ thread_local ThreadScratch tls_scratch;
 // -------------------------------------------------------------------------------------------
 
 CpuKernel fast_hash_kernel(const FastHashDims& d) {
-  return d.D >= 8 && simd::active_isa() == simd::Isa::kAvx2 ? CpuKernel::kFastHashAvx2
-                                                             : CpuKernel::kFastHashScalar;
+  switch (simd::active_isa()) {
+    case simd::Isa::kAvx512: return CpuKernel::kFastHashAvx512;  // every D
+    case simd::Isa::kAvx2: return d.D >= 8 ? CpuKernel::kFastHashAvx2 : CpuKernel::kFastHashScalar;
+    case simd::Isa::kScalar: break;
+  }
+  return CpuKernel::kFastHashScalar;
 }
 
 const char* cpu_kernel_name(CpuKernel k) {
   switch (k) {
     case CpuKernel::kFastHashScalar: return "scalar";
     case CpuKernel::kFastHashAvx2: return "avx2";
+    case CpuKernel::kFastHashAvx512: return "avx512";
     case CpuKernel::kLshScalarDense: return "scalar-dense";
     case CpuKernel::kLshScalarCompact: return "scalar-compact";
     case CpuKernel::kLshAvx2Dense: return "avx2-dense";
+    case CpuKernel::kLshAvx512Dense: return "avx512-dense";
   }
   return "unknown";
 }
 
 bool cpu_supports_avx2_fma() { return simd::cpu_has_avx2_fma(); }
 
+bool cpu_supports_avx512() { return simd::cpu_has_avx512(); }
+
+const char* cpu_isa_name() { return simd::isa_name(simd::active_isa()); }
+
 void fast_hash_f32(const FastHashDims& d, const float* x, const int32_t* mask, const float* signs,
                    int32_t* codes, int64_t row_begin, int64_t row_end) {
   if (row_begin >= row_end) return;
-  if (fast_hash_kernel(d) == CpuKernel::kFastHashAvx2) {
-    simd::fast_hash_f32_avx2(d, x, mask, signs, codes, row_begin, row_end);
-    return;
+  switch (fast_hash_kernel(d)) {
+    case CpuKernel::kFastHashAvx512:
+      return simd::fast_hash_f32_avx512(d, x, mask, signs, codes, row_begin, row_end);
+    case CpuKernel::kFastHashAvx2:
+      return simd::fast_hash_f32_avx2(d, x, mask, signs, codes, row_begin, row_end);
+    default:
+      return scalar::fast_hash_f32(d, x, mask, signs, codes, row_begin, row_end);
   }
-  scalar::fast_hash_f32(d, x, mask, signs, codes, row_begin, row_end);
 }
 
 int64_t fast_hash_rows_per_task(const FastHashDims& d) {
@@ -143,7 +203,8 @@ int64_t fast_hash_rows_per_task(const FastHashDims& d) {
   while ((int64_t{1} << log2d) < d.D) ++log2d;
   const int64_t rows = items_per_task(static_cast<double>(d.P) * 3.0 * static_cast<double>(d.D) *
                                       static_cast<double>(log2d + 1));
-  // Whole blocks of 8 tokens for the AVX2 kernel.
+  // Whole blocks of 16 tokens for the AVX-512 kernel (of 8 for the AVX2 kernel).
+  if (rows >= 16) return rows / 16 * 16;
   return rows < 8 ? rows : rows / 8 * 8;
 }
 
@@ -162,8 +223,11 @@ bool lsh_uses_dense_table(const LshDims& d) {
 
 CpuKernel lsh_kernel(const LshDims& d) {
   const bool dense = lsh_uses_dense_table(d);
-  if (dense && d.Sk > 0 && simd::active_isa() == simd::Isa::kAvx2 && simd::lsh_avx2_applicable(d))
-    return CpuKernel::kLshAvx2Dense;
+  if (dense && d.Sk > 0) {
+    const simd::Isa isa = simd::active_isa();
+    if (isa == simd::Isa::kAvx512 && simd::lsh_avx512_applicable(d)) return CpuKernel::kLshAvx512Dense;
+    if (isa >= simd::Isa::kAvx2 && simd::lsh_avx2_applicable(d)) return CpuKernel::kLshAvx2Dense;
+  }
   return dense ? CpuKernel::kLshScalarDense : CpuKernel::kLshScalarCompact;
 }
 
@@ -180,25 +244,29 @@ void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int3
   const CpuKernel kernel = lsh_kernel(d);
   const bool dense = kernel != CpuKernel::kLshScalarCompact;
 
-  if (kernel == CpuKernel::kLshAvx2Dense) {
+  if (kernel == CpuKernel::kLshAvx2Dense || kernel == CpuKernel::kLshAvx512Dense) {
+    const bool avx512 = kernel == CpuKernel::kLshAvx512Dense;
     // Scratch from this thread's reusable block: the bucket tables (zeroed here; the kernel
     // leaves them zero), the packed value / output chunks, the lists of unmasked keys and queries
     // and the table offsets of their codes.
-    const size_t float_bytes =
-        round_up64(static_cast<size_t>(simd::lsh_avx2_scratch_floats(d)) * sizeof(float));
+    const int64_t scratch_floats =
+        avx512 ? simd::lsh_avx512_scratch_floats(d) : simd::lsh_avx2_scratch_floats(d);
+    const int64_t table_floats =
+        avx512 ? simd::lsh_avx512_table_floats(d) : simd::lsh_avx2_table_floats(d);
+    const auto slice_kernel = avx512 ? simd::lsh_slice_dense_f32_avx512 : simd::lsh_slice_dense_f32_avx2;
+    const size_t float_bytes = round_up64(static_cast<size_t>(scratch_floats) * sizeof(float));
     const size_t index_bytes = round_up64(static_cast<size_t>(d.Sk + d.Sq) * sizeof(int64_t));
     const size_t code_bytes = static_cast<size_t>((d.Sk + d.Sq) * m) * sizeof(int32_t);
-    const size_t table_bytes = static_cast<size_t>(simd::lsh_avx2_table_floats(d)) * sizeof(float);
+    const size_t table_bytes = static_cast<size_t>(table_floats) * sizeof(float);
     unsigned char* base = tls_scratch.get(float_bytes + index_bytes + code_bytes, table_bytes);
     float* floats = reinterpret_cast<float*>(base);
     int64_t* index_scratch = reinterpret_cast<int64_t*>(base + float_bytes);
     int32_t* code_scratch = reinterpret_cast<int32_t*>(base + float_bytes + index_bytes);
     for (int64_t bh = slice_begin; bh < slice_end; ++bh) {
       const int64_t b = bh / d.H;
-      simd::lsh_slice_dense_f32_avx2(d, query_codes + bh * d.Sq * m, key_codes + bh * d.Sk * m,
-                                     query_mask + b * d.Sq, key_mask + b * d.Sk,
-                                     value + bh * d.Sk * Dv, output + bh * d.Sq * Dv, floats,
-                                     index_scratch, code_scratch);
+      slice_kernel(d, query_codes + bh * d.Sq * m, key_codes + bh * d.Sk * m, query_mask + b * d.Sq,
+                   key_mask + b * d.Sk, value + bh * d.Sk * Dv, output + bh * d.Sq * Dv, floats,
+                   index_scratch, code_scratch);
     }
     tls_scratch.release(table_bytes);  // the kernel leaves the bucket tables zero
     return;

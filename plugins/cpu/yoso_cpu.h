@@ -4,8 +4,9 @@
 // can split the work over its own thread pool (ONNX Runtime: KernelContext_ParallelFor). They
 // expect inputs already validated by yoso_validate.h (shapes, mask values, code ranges) and never
 // read or write outside the tensors described by the dims. float32 only (callers widen float16).
-// On x86-64 CPUs with AVX2+FMA they run SIMD kernels chosen at run time (yoso_cpu_kernels.h; the
-// environment variable YOSO_FORCE_SCALAR=1 forces the portable ones); results are the same.
+// On x86-64 CPUs with AVX-512 (F+BW) or AVX2+FMA they run SIMD kernels chosen at run time
+// (yoso_cpu_kernels.h; the environment variable YOSO_CPU_ISA=scalar|avx2|avx512 asks for a path,
+// YOSO_FORCE_SCALAR=1 forces the portable one); results are the same.
 #pragma once
 
 #include <algorithm>
@@ -36,13 +37,30 @@ void lsh_cumulation_f32(const LshDims& d, const int32_t* query_codes, const int3
 // The kernels fast_hash_f32 / lsh_cumulation_f32 run for these dims right now (their dispatch calls
 // exactly these functions, so a report built from them names the code that runs). For diagnostics:
 // libyoso_ort.so writes them to the file named by YOSO_KERNEL_REPORT (plugins/ort/yoso_ort_common.h).
-enum class CpuKernel { kFastHashScalar, kFastHashAvx2, kLshScalarDense, kLshScalarCompact, kLshAvx2Dense };
+enum class CpuKernel {
+  kFastHashScalar,
+  kFastHashAvx2,
+  kFastHashAvx512,
+  kLshScalarDense,
+  kLshScalarCompact,
+  kLshAvx2Dense,
+  kLshAvx512Dense
+};
 CpuKernel fast_hash_kernel(const FastHashDims& d);
 CpuKernel lsh_kernel(const LshDims& d);
-// "scalar" / "avx2" (FastHash), "scalar-dense" / "scalar-compact" / "avx2-dense" (LSHCumulation).
+// "scalar" / "avx2" / "avx512" (FastHash), "scalar-dense" / "scalar-compact" / "avx2-dense" /
+// "avx512-dense" (LSHCumulation).
 const char* cpu_kernel_name(CpuKernel k);
 // Whether this CPU and OS support the AVX2+FMA kernels (whatever YOSO_FORCE_SCALAR says).
 bool cpu_supports_avx2_fma();
+// Whether this CPU and OS support the AVX-512 kernels (AVX-512F and AVX-512BW; whatever the
+// environment asks for).
+bool cpu_supports_avx512();
+// The instruction-set path the kernels use right now: "avx512", "avx2" or "scalar" (the CPU's best,
+// or what YOSO_CPU_ISA / YOSO_FORCE_SCALAR ask for, capped at what the CPU supports). FastHash with
+// D < 8 on the AVX2 path and LSHCumulation's compact tables run scalar kernels whatever the path:
+// fast_hash_kernel / lsh_kernel name the kernel of a call.
+const char* cpu_isa_name();
 
 // Whether lsh_cumulation_f32 uses a dense 2^tau x Dv bucket table (small tau) or a compact table
 // of the buckets that unmasked keys actually occupy (large tau; memory O(Sk * Dv) per task).

@@ -1,27 +1,44 @@
 // yoso_cpu_kernels.h -- internal header of the CPU ops: instruction-set dispatch (yoso_cpu.cc), the
-// portable scalar kernels (yoso_cpu_scalar.cc) and the x86-64 AVX2 kernels (yoso_cpu_avx2.cc).
+// portable scalar kernels (yoso_cpu_scalar.cc), the x86-64 AVX2 kernels (yoso_cpu_avx2.cc) and the
+// x86-64 AVX-512 kernels (yoso_cpu_avx512.cc).
 //
 // The library is built for the baseline x86-64 ISA (no -march=native: wheels run elsewhere). The
-// AVX2+FMA kernels are compiled for that ISA only, per function (__attribute__((target))), and
-// selected at run time:
+// AVX2+FMA and AVX-512 kernels are compiled for their ISA only, per function
+// (__attribute__((target))), and selected at run time, best first:
 //
-//   * active_isa() is kAvx2 when the CPU (and OS) support AVX2 and FMA, unless the environment
-//     variable YOSO_FORCE_SCALAR is set to a non-empty value other than "0": then (and on other
-//     CPUs / architectures) the portable scalar kernels of yoso_cpu_scalar.cc run. The
-//     variable is read on every op call, so it can be toggled between runs (tests, benchmarks).
+//   * kAvx512 when the CPU (and OS: zmm/opmask state enabled in XCR0) support AVX-512F and
+//     AVX-512BW (and AVX2+FMA, which every such CPU has);
+//   * kAvx2 when the CPU (and OS) support AVX2 and FMA;
+//   * kScalar otherwise (and on other architectures): the portable kernels of yoso_cpu_scalar.cc.
 //
-// Bit-exactness of FastHash (plugins/OPS.md): the AVX2 Walsh-Hadamard transforms evaluate the
+//   The environment variable YOSO_CPU_ISA=scalar|avx2|avx512 (case-insensitive) asks for a path: the
+//   requested one if this CPU supports it, else the best supported one below it (avx512 on an
+//   AVX2-only CPU runs avx2; any value on a CPU without AVX2 runs scalar); empty, "auto" or an
+//   unknown value means the best one. YOSO_FORCE_SCALAR set to a non-empty value other than "0"
+//   forces the scalar kernels whatever YOSO_CPU_ISA says (as before YOSO_CPU_ISA existed). Both
+//   variables are read on every op call, so they can be toggled between runs (tests, benchmarks);
+//   the kernel report (YOSO_KERNEL_REPORT: kernel=avx512 / avx2 / scalar, avx512-dense / ...) and
+//   yoso::cpu::cpu_isa_name() say which path ran.
+//
+// Bit-exactness of FastHash (plugins/OPS.md): the SIMD Walsh-Hadamard transforms evaluate the
 // contract's butterfly stages in the contract's order (stride D/2 first), one IEEE-754 rounding per
 // element and stage, and apply the sign diagonals by exact multiplications by +-1:
-//   * the 8-token block kernel (D = 8..64) holds element e of 8 tokens in one register, so every
-//     butterfly is a plain vector add and subtract;
-//   * the one-token kernels hold 8 consecutive elements per register: strides >= 8 are vector
+//   * the block kernels (AVX2: 8 tokens, D = 8..64; AVX-512: up to 16 tokens, D = 1..64) hold
+//     element e of the block's tokens in one register, so every butterfly is a plain vector add and
+//     subtract;
+//   * the AVX2 one-token kernels hold 8 consecutive elements per register: strides >= 8 are vector
 //     adds/subtracts between registers; strides 4, 2, 1 inside a register use a lane permutation y
 //     of x and compute fma(x, +-1, y). A fused multiply-add whose multiplier is exactly +-1 has an
 //     exact product, so its single rounding is that of the plain sum y + x or difference y - x:
 //     the identical IEEE operation (signed zeros, infinities and NaN included), not a contraction
-//     of a real product into a sum.
+//     of a real product into a sum;
+//   * the AVX-512 one-token kernel (D >= 128) holds 16 consecutive elements per register; strides
+//     8, 4, 2, 1 inside a register are x + y (upper lanes) and a masked y - x (lower lanes): plain
+//     IEEE adds and subtracts, no FMA at all.
 // Codes are then built from ordered "> 0" compares (false for +-0 and NaN), as in the contract.
+// LSHCumulation: every kernel adds the keys' values into a bucket in key order and the buckets
+// into a query in hash-function order, then divides by m once, so the three paths give
+// bit-identical outputs (the contract itself only asks for agreement to rounding).
 //
 // These functions are internal to the CPU kernels (only plugins/cpu/*.cc include this header) and
 // expect inputs validated by yoso_validate.h, like the functions of yoso_cpu.h.
@@ -61,19 +78,35 @@ void lsh_cumulation_f32(const LshDims& d, bool dense, const int32_t* query_codes
 
 }  // namespace scalar
 
-// ---- instruction-set dispatch (yoso_cpu.cc) and AVX2 kernels (yoso_cpu_avx2.cc) ----
+// ---- instruction-set dispatch (yoso_cpu.cc), AVX2 (yoso_cpu_avx2.cc) and AVX-512 kernels
+// (yoso_cpu_avx512.cc) ----
 namespace simd {
 
-enum class Isa { kScalar, kAvx2 };
+// Ordered: a better path has a larger value.
+enum class Isa { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
 
 // Whether this CPU and OS support the AVX2 + FMA kernels (cached after the first call).
 bool cpu_has_avx2_fma();
 
+// Whether this CPU and OS support the AVX-512 kernels: AVX-512F, AVX-512BW, AVX2 and FMA (cached).
+bool cpu_has_avx512();
+
+// The best path this CPU supports (kAvx512, kAvx2 or kScalar).
+Isa best_isa();
+
 // Whether YOSO_FORCE_SCALAR asks for the portable kernels (read from the environment each call).
 bool force_scalar_requested();
 
-// The kernels the ops use now: kAvx2 iff cpu_has_avx2_fma() and not force_scalar_requested().
+// The path YOSO_CPU_ISA asks for (read from the environment each call); best_isa()'s value when
+// the variable is unset, empty, "auto" or unknown.
+Isa requested_isa();
+
+// The kernels the ops use now: kScalar if force_scalar_requested(), else the smaller of
+// requested_isa() and best_isa() (an unsupported request falls back to the best supported path).
 Isa active_isa();
+
+// "scalar", "avx2", "avx512".
+const char* isa_name(Isa isa);
 
 // AVX2 FastHash over the token rows [row_begin, row_end) (same contract as
 // yoso::cpu::fast_hash_f32). Requires active_isa() == kAvx2 and D >= 8.
@@ -103,6 +136,22 @@ int64_t lsh_avx2_table_floats(const LshDims& d);
 // Scratch floats lsh_slice_dense_f32_avx2 needs: the bucket tables of a block of hash functions
 // for one column chunk, and the packed value and output chunks.
 int64_t lsh_avx2_scratch_floats(const LshDims& d);
+
+// AVX-512 FastHash over the token rows [row_begin, row_end) (same contract as
+// yoso::cpu::fast_hash_f32), every D. Requires active_isa() == kAvx512.
+void fast_hash_f32_avx512(const FastHashDims& d, const float* x, const int32_t* mask,
+                          const float* signs, int32_t* codes, int64_t row_begin, int64_t row_end);
+
+// AVX-512 dense-table LSHCumulation of one (b, h) slice: the same interface, scratch rules and
+// requirements as lsh_slice_dense_f32_avx2 with the lsh_avx512_* sizes below, and
+// active_isa() == kAvx512.
+void lsh_slice_dense_f32_avx512(const LshDims& d, const int32_t* qc, const int32_t* kc,
+                                const int32_t* qm, const int32_t* km, const float* value,
+                                float* out, float* scratch, int64_t* index_scratch,
+                                int32_t* code_scratch);
+bool lsh_avx512_applicable(const LshDims& d);
+int64_t lsh_avx512_table_floats(const LshDims& d);
+int64_t lsh_avx512_scratch_floats(const LshDims& d);
 
 }  // namespace simd
 }  // namespace cpu

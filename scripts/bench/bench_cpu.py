@@ -124,12 +124,14 @@ def machine() -> dict:
     import onnxruntime as ort
     import transformers
 
-    cpu = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+    from yoso_deploy.bench.runner import machine_info
+
+    info = machine_info()
+    isa = set(info["isa"])
+    best = "avx512" if {"avx512f", "avx512bw"} <= isa else "avx2" if {"avx2", "fma"} <= isa else "scalar"
+    forced = os.environ.get("YOSO_CPU_ISA", "")
+    return {"cpu": info["cpu"], "isa": info["isa"], "kernel_path": f"{forced} (forced)" if forced else f"{best} (auto)",
+            "cores": os.cpu_count(), "torch": torch.__version__, "onnxruntime": ort.__version__,
             "transformers": transformers.__version__, "python": platform.python_version(),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
@@ -604,6 +606,7 @@ def report(data: dict, args, out: Path):
              + (f", (whole model) {data['whole_model'].get('load_1min')}" if "whole_model" in data else "")
              + f", at end {data.get('load_end')} (2 cores, shared: above 2 means other work was competing)", "",
              f"Per-layer latency, ms (min of {args.repeats}; {data['machine']['cpu']}, {data['machine']['cores']} cores, "
+             f"{' '.join(data['machine'].get('isa', []))}, kernels {data['machine'].get('kernel_path', '?')}, "
              f"{args.threads} threads; onnxruntime {data['machine']['onnxruntime']}, torch {data['machine']['torch']}, "
              f"{data['machine']['date']})", "",
              "| backend | " + " | ".join(f"B{b} S{s}" for b in args.batches for s in args.seq_lens) + " |",
