@@ -44,7 +44,6 @@ for p in (str(ROOT), str(ROOT / "scripts" / "bench")):
         sys.path.insert(0, p)
 
 import onnxruntime as ort  # noqa: E402
-
 from bench_ops import fast_hash_model, lsh_model, make_inputs, make_session, time_fn  # noqa: E402
 
 ISAS = ("scalar", "avx2", "avx512")
