@@ -295,6 +295,11 @@ def model_card(export_dir: str | os.PathLike, where: str | None = None) -> str:
             ("inputs", ", ".join(f"`{n}`" for n in _input_names(manifest))),
             ("outputs", ", ".join(f"`{t.get('name')}`" for t in manifest.get("outputs") or [] if isinstance(t, dict))),
             ("portable (custom-op bodies)", _cell(manifest.get("portable")))]
+    opt = manifest.get("optimization") if isinstance(manifest.get("optimization"), dict) else None
+    if opt:  # yoso-deploy optimize
+        fused = ", ".join(f"{n} {op}" for op, n in (opt.get("fused_ops") or {}).items()) or "none"
+        rows.append(("graph optimization", f"{_cell(opt.get('level'))}: {_cell(opt.get('description'))} (fused: {fused}; "
+                                           f"source export `{_cell(opt.get('source_export'))}`)"))
     for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size"):
         if key in config:
             rows.append((key, _cell(config[key])))

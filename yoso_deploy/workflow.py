@@ -278,9 +278,9 @@ def optimize(
     """Optimize the export ``model`` at ``level`` into ``output`` (:func:`yoso_deploy.optimization.optimize`), then,
     with ``validate`` and where torch is installed, judge it against the PyTorch reference as ``yoso-deploy
     validate`` does (ONNX Runtime CPU, tie-aware, layer by layer; O3's approximation by the int8 criteria against
-    its exact source export, torch-free) on ``check_shapes`` (default: the post-export check's), recording the verdict in its
-    manifest and model card. A failed check raises :class:`OptimizeCheckError` after the files are written (marked
-    failed)."""
+    its exact source export, torch-free) on ``check_shapes`` (default: the post-export check's), recording the
+    verdict in its manifest and model card. A failed check raises :class:`OptimizeCheckError` after the files are
+    written (marked failed)."""
     from .iospec import default_check_shapes
     from .manifest import load_manifest
     from .optimization import optimize as optimize_export
@@ -307,7 +307,8 @@ def optimize(
         src = expand_path(model)
         report = check_against_fp32(out, manifest, src, load_manifest(src), shapes, threads=threads,
                                     backend=f"ort-cpu {level}")
-        checks, kind = [report], f"approximate {level} vs its exact source export (int8 criteria)"
+        checks, kind, against = [report], f"approximate {level} vs its exact source export (int8 criteria)", \
+            "its source export (int8 criteria)"
     else:
         from .validation.validate import validate as run_validate
 
@@ -315,7 +316,7 @@ def optimize(
         # one call per shape: validate runs every batch x length combination
         checks = [run_validate(out, backends=["torch", "ort-cpu"], batches=[b], seq_lens=[s],
                                intra_op_threads=threads, allow_failed_export=True).report for b, s in shapes]
-        kind = f"optimized {level} vs the PyTorch reference"
+        kind, against = f"optimized {level} vs the PyTorch reference", "the PyTorch reference"
     bad = [c for c in checks if not c.passed]
     job.check = bad[0] if bad else checks[-1]
     first = None if not bad else bad[0].first_failure()
@@ -328,7 +329,7 @@ def optimize(
     }
     write_manifest_and_card(out, res.manifest)
     if bad:
-        raise OptimizeCheckError(f"the {level} export disagrees with the PyTorch reference (first at "
+        raise OptimizeCheckError(f"the {level} export disagrees with {against} (first at "
                                  f"{first.backend} {first.case} {first.name}); it is marked failed in {MANIFEST_FILE}",
                                  job)
     return job

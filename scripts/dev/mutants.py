@@ -54,8 +54,9 @@ class Mutant:
     edits: list  # [(old, new)]: each old occurs exactly once in the file
     tests: list  # pytest arguments: node ids, files, "-k" expressions
     why: str  # what the mutant plants
-    requires: str = ""  # "avx2": equivalent (cannot be caught) on a CPU without AVX2+FMA
+    requires: str = ""  # "avx2" / "avx512": equivalent (cannot be caught) on a CPU without that instruction set
     timeout: int = 600
+    env: dict = field(default_factory=dict)  # extra environment of the targeted tests (e.g. a forced kernel path)
 
     @property
     def native(self) -> bool:
@@ -111,8 +112,14 @@ MUTANTS = [
            [("    wht_pass_high<NR>(U, U, sh + (2 * P + p) * D);", "    wht_pass_high<NR>(U, U, sh + (P + p) * D);")],
            ["tests/bench/test_bench_cpu.py"],
            "AVX2 FastHash (8-token blocks) applies the second sign diagonal twice: the benchmark times wrong "
-           "results (its smoke test now compares every backend's outputs)",
-           requires="avx2"),
+           "results (its smoke test now compares every backend's outputs; the AVX2 path forced, since an AVX-512 "
+           "CPU would run the AVX-512 kernels)",
+           requires="avx2", env={"YOSO_CPU_ISA": "avx2"}),
+    Mutant("fast_hash_avx512_wrong_diagonal", "plugins/cpu/yoso_cpu_avx512.cc",
+           [("    wht_pass_high<D>(U, U, sh + (2 * P + p) * D);", "    wht_pass_high<D>(U, U, sh + (P + p) * D);")],
+           [SIMD, "-k", "avx512 and fast_hash"],
+           "AVX-512 FastHash applies the second sign diagonal twice",
+           requires="avx512"),
     # ---- one per op kernel ----
     Mutant("fast_hash_scalar_head0_signs", "plugins/cpu/yoso_cpu_scalar.cc",
            [("    const int64_t h = (row / d.S) % d.H;\n    const int64_t s = row % d.S;\n    const bool keep",
@@ -234,6 +241,17 @@ MUTANTS = [
 # ------------------------------------------------------------------------------------------------
 
 
+def cpu_has_avx512() -> bool:
+    """AVX-512 F and BW (what the library's AVX-512 kernels need), with AVX2+FMA."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return {"avx2", "fma", "avx512f", "avx512bw"} <= set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return False
+
+
 def cpu_has_avx2_fma() -> bool:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -317,9 +335,9 @@ FAILED = re.compile(r"^(?:FAILED|ERROR) (\S+)", re.M)
 def run_tests(m: Mutant, src: Path, lib: Path, timeout: int) -> tuple[str, str, str]:
     """Runs the mutant's tests in the copy -> (status, detail, output tail)."""
     env = dict(os.environ)
-    for k in ("YOSO_KERNEL_REPORT", "YOSO_FORCE_SCALAR", "PYTEST_ADDOPTS"):
+    for k in ("YOSO_KERNEL_REPORT", "YOSO_FORCE_SCALAR", "YOSO_CPU_ISA", "PYTEST_ADDOPTS"):
         env.pop(k, None)
-    env.update(PYTHONPATH=str(src), YOSO_ORT_LIBRARY=str(lib), PYTHONDONTWRITEBYTECODE="1")
+    env.update(PYTHONPATH=str(src), YOSO_ORT_LIBRARY=str(lib), PYTHONDONTWRITEBYTECODE="1", **m.env)
     cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "--no-header", *m.tests]
     try:
         r = run(cmd, cwd=src, env=env, timeout=timeout)
@@ -379,7 +397,7 @@ def main(argv=None) -> int:
         return 0
 
     t_start = time.perf_counter()
-    has_avx2 = cpu_has_avx2_fma()
+    has_avx2, has_avx512 = cpu_has_avx2_fma(), cpu_has_avx512()
     tmp = Path(tempfile.mkdtemp(prefix="yoso-mutants-"))
     src, build = tmp / "src", tmp / "build"
     results = []
@@ -402,7 +420,7 @@ def main(argv=None) -> int:
             t0 = time.perf_counter()
             seen, failed = set(), []
             for m in selected:
-                key = tuple(m.tests)
+                key = (tuple(m.tests), tuple(sorted(m.env.items())))
                 if key in seen:
                     continue
                 seen.add(key)
@@ -417,9 +435,9 @@ def main(argv=None) -> int:
         for m in selected:
             t0, c0 = time.perf_counter(), child_cpu_seconds()
             row = {"name": m.name, "file": m.file, "tests": " ".join(m.tests), "why": m.why}
-            if m.requires == "avx2" and not has_avx2:
-                row.update(status="skipped", detail="this CPU has no AVX2+FMA: the mutant is equivalent here",
-                           seconds=0.0, cpu_seconds=0.0)
+            if (m.requires == "avx2" and not has_avx2) or (m.requires == "avx512" and not has_avx512):
+                row.update(status="skipped", detail=f"this CPU has no {m.requires.upper()}: the mutant is equivalent "
+                           "here", seconds=0.0, cpu_seconds=0.0)
                 results.append(row)
                 print(f"mutants: SKIPPED  {m.name}: {row['detail']}", flush=True)
                 continue

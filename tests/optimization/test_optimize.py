@@ -120,7 +120,7 @@ def test_checks_record_their_verdict(task_exports, tmp_path):
     res = validate(tmp_path / "o3", batches=[2], seq_lens=[16])
     assert res.passed and any("approximate export: optimization O3" in n for n in res.report.notes)
     card = (tmp_path / "o2" / "README.md").read_text()
-    assert "passed" in card
+    assert "passed" in card and "| graph optimization | O2:" in card
     # the optimized export quantizes, and its int8 check passes
     from yoso_deploy.quantization import quantize
 

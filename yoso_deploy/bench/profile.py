@@ -49,8 +49,8 @@ class OpProfile:
         return sum(share for op, _, share, _ in self.shares() if op not in LARGE_OPS)
 
     def table(self) -> str:
-        lines = [f"batch {self.batch}, S {self.seq_len}: {self.wall_ms:.1f} ms per run, {self.node_ms:.1f} ms in nodes; "
-                 f"small ops {100 * self.small_ops_share:.1f} % (all but MatMul and the com.yoso ops)",
+        head = f"batch {self.batch}, S {self.seq_len}: {self.wall_ms:.1f} ms per run, {self.node_ms:.1f} ms in nodes"
+        lines = [f"{head}; small ops {100 * self.small_ops_share:.1f} % (all but MatMul and the com.yoso ops)",
                  f"{'op type':<28}{'ms/run':>10}{'share':>9}{'nodes':>7}"]
         lines += [f"{op:<28}{ms:>10.2f}{100 * share:>8.1f}%{n:>7}" for op, ms, share, n in self.shares()]
         return "\n".join(lines)
@@ -99,7 +99,8 @@ def profile_export(model_dir: str | Path, batch: int = 1, seq_len: int = 512, ru
         raise UsageError("profile runs must be >= 1 and warm-up runs >= 0")
     msl = int(manifest["max_sequence_length"])
     if not 1 <= seq_len <= msl or batch < 1:
-        raise UsageError(f"profile shape {batch}x{seq_len} is outside the export's limits (batch >= 1, 1 <= S <= {msl})")
+        raise UsageError(f"profile shape {batch}x{seq_len} is outside the export's limits",
+                         fix=f"use batch >= 1 and 1 <= S <= {msl}")
     cfg = json.loads((model_dir / "config.json").read_text()) if (model_dir / "config.json").is_file() else {}
     feeds = make_inputs(manifest_spec(manifest), batch, seq_len, int(cfg.get("vocab_size", 100)), seed=0,
                         pad_token_id=int(cfg.get("pad_token_id") or 0))

@@ -220,7 +220,7 @@ def export_tokenizer(source: Path, out: Path, *, max_length: int, input_names: l
     strings = {k: _token_content(v) for k, v in special.items()
                if _token_content(v) is not None and backend.token_to_id(_token_content(v)) is not None}
     config = {
-        # Loaded by transformers 4.x and 5.x alike (5.x: an alias of TokenizersBackend); all rules are in tokenizer.json.
+        # Loaded by transformers 4.x and 5.x alike (5.x: an alias of TokenizersBackend); the rules: tokenizer.json.
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": int(max_length),
         "padding_side": "right",

@@ -4,7 +4,8 @@ O1 is ONNX Runtime's basic level (constant folding, redundant nodes removed) run
 registered and saved (``SessionOptions.optimized_model_filepath``). O2 first runs ONNX Runtime's own transformer
 optimizer (``onnxruntime.transformers.optimizer``, model type ``bert``, attention fusion off: YOSO's attention is the
 ``com.yoso`` ops) on the exporter's graph -- SkipLayerNormalization (residual Add + bias + LayerNorm in one op) and
-BiasGelu; its patterns are the exporter's, which O1's rewrites would hide -- then O1. O3 adds the GELU approximation (FastGelu: tanh instead of erf, ~1e-3 absolute on the activation).
+BiasGelu; its patterns are the exporter's, which O1's rewrites would hide -- then O1. O3 adds the GELU
+approximation (FastGelu: tanh instead of erf, ~1e-3 absolute on the activation).
 Every level keeps the value names the parity check observes (``yoso.probes``), so ``validate`` judges an optimized
 export like any other, layer by layer, and ``quantize`` takes it.
 """
