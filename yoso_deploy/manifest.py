@@ -266,3 +266,16 @@ def prepare_derived_output(src: Path, out: Path, error=YosoDeployError) -> Path:
     except OSError as e:
         raise error(f"cannot create output directory {str(out)!r}: {e.strerror or e}; choose a writable path") from e
     return out
+
+
+MODEL_SUFFIXES = (".onnx", ".data", ".plan", ".engine")  # model files a derived export does not copy
+
+
+def copy_export_files(src: Path, out: Path) -> None:
+    """Copy what a derived export (quantized, optimized) keeps of its source: config, tokenizer files, the model
+    card (rewritten later) -- not the model, its external data, engines, the manifest or hidden files."""
+    import shutil
+
+    for f in Path(src).iterdir():
+        if f.is_file() and f.name != MANIFEST and not f.name.endswith(MODEL_SUFFIXES) and not f.name.startswith("."):
+            shutil.copy2(f, Path(out) / f.name)

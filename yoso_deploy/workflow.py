@@ -300,6 +300,8 @@ def optimize(
         return job
     manifest = load_manifest(out)
     shapes = tuple(check_shapes) if check_shapes else default_check_shapes(manifest["max_sequence_length"])
+    from .validation.report import parity_entry  # torch-free
+
     if level == "O3":  # an approximation: judged like int8, by the int8 criteria against its exact source export
         from .quantization.quantize import check_against_fp32
 
@@ -307,30 +309,19 @@ def optimize(
         src = expand_path(model)
         report = check_against_fp32(out, manifest, src, load_manifest(src), shapes, threads=threads,
                                     backend=f"ort-cpu {level}")
-        checks, kind, against = [report], f"approximate {level} vs its exact source export (int8 criteria)", \
-            "its source export (int8 criteria)"
-    else:
-        from .validation.validate import validate as run_validate
+        against, kind = "its source export (int8 criteria)", f"approximate {level} vs its exact source export"
+    else:  # the post-export check itself: the reference loaded once, the same cases and judgement
+        from .validation.post_export import check_export_dir  # torch: the reference
 
         say(f"checking the {level} export against the PyTorch reference ...")
-        # one call per shape: validate runs every batch x length combination
-        checks = [run_validate(out, backends=["torch", "ort-cpu"], batches=[b], seq_lens=[s],
-                               intra_op_threads=threads, allow_failed_export=True).report for b, s in shapes]
-        kind, against = f"optimized {level} vs the PyTorch reference", "the PyTorch reference"
-    bad = [c for c in checks if not c.passed]
-    job.check = bad[0] if bad else checks[-1]
-    first = None if not bad else bad[0].first_failure()
-    res.manifest["parity"] = {
-        "status": "failed" if bad else "passed",
-        "kind": kind,
-        "shapes": [f"{b}x{s}" for b, s in shapes],
-        "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
-        "table": [line for c in checks for line in c.table().splitlines()],
-    }
+        report = check_export_dir(out, shapes).report
+        against, kind = "the PyTorch reference", f"optimized {level} vs the PyTorch reference"
+    job.check = report
+    res.manifest["parity"] = parity_entry(report, shapes, kind=f"{kind} ({'int8 criteria' if level == 'O3' else 'parity'})")
     write_manifest_and_card(out, res.manifest)
-    if bad:
+    if not report.passed:
         raise OptimizeCheckError(f"the {level} export disagrees with {against} (first at "
-                                 f"{first.backend} {first.case} {first.name}); it is marked failed in {MANIFEST_FILE}",
+                                 f"{res.manifest['parity']['first_failure']}); it is marked failed in {MANIFEST_FILE}",
                                  job)
     return job
 

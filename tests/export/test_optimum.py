@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from support import REPO
 from support.tokenizer_kinds import KINDS, SAMPLE_PAIRS, SAMPLE_TEXTS, SLOW_ONLY_KINDS, kind_exports
-from support.venvs import OPTIMUM_REQUIREMENTS, cached_venv, source_env
+from support.venvs import OPTIMUM_REQUIREMENTS, blocked_env, cached_venv, source_env
 
 from yoso_deploy.runtime import pipeline
 
@@ -73,18 +73,35 @@ def _our_ids(export):
     return out
 
 
+UNIGRAM_KINDS = ("spiece", "xlmr")  # SentencePiece unigram models
+
+
+def _ids_of(x):
+    return x["input_ids"] if isinstance(x, dict) else x
+
+
 @pytest.mark.parametrize("kind", KINDS + SLOW_ONLY_KINDS)
 def test_ids_equal_transformers_4_slow_tokenizer(cases, probe, kind):
+    """The export's ids equal transformers 4's slow tokenizer (token types too) and its own fast conversion.
+    One exception, tie-aware as the parity check is: a unigram model's Viterbi split of equal total score (the same
+    pieces in another order, e.g. "1999" as 1 9 99 or 1 99 9) is broken one way by SentencePiece and the other by
+    the tokenizers library -- transformers' own fast tokenizers included."""
     case, got = cases[f"qa-{kind}"], probe[f"qa-{kind}"]
     ours = _our_ids(case["export"])
     assert got["slow_class"].endswith("Tokenizer") and not got["slow_class"].endswith("Fast")
-    for a, b in zip(ours, got["slow_ids"]):
-        if isinstance(b, dict):
-            assert a["input_ids"] == b["input_ids"]
-            if "token_type_ids" in b:
-                assert a["token_type_ids"] == b["token_type_ids"]
-        else:
-            assert a == b
+    from yoso_deploy.runtime.tokenizer import Tokenizer
+
+    tk = Tokenizer.from_dir(case["export"])._tk
+    ties = 0
+    for a, b, b_tokens, f in zip(ours, got["slow_ids"], got["slow_tokens"], got["fast_ids"]):
+        assert _ids_of(a) == _ids_of(f)  # transformers 4's fast conversion of the source
+        if isinstance(b, dict) and "token_type_ids" in b:
+            assert a["token_type_ids"] == b["token_type_ids"]
+        if _ids_of(a) != _ids_of(b):
+            a_tokens = [tk.id_to_token(i) for i in _ids_of(a)]
+            assert kind in UNIGRAM_KINDS and sorted(a_tokens) == sorted(b_tokens), (a_tokens, b_tokens)
+            ties += 1
+    print(f"\n{kind}: {len(ours)} encodings, {ties} differ from SentencePiece by an equal-score reordering")
     assert got["export_ids"] == [x if not isinstance(x, dict) else {k: x[k] for k in y}
                                  for x, y in zip(ours, got["export_ids"])]
     assert got["export_class"] == "PreTrainedTokenizerFast" and got["model_type"] == "yoso"
@@ -125,7 +142,6 @@ def test_optimum_token_classification(cases, probe):
 def test_yoso4096_layout_answers_a_long_context_torch_free(cases, tmp_path):
     """The yoso-4096-laid-out export answers a ~2,500-token context in one window (its 4096 positions, not the
     tokenizer config's 512) from a process where torch and transformers cannot be imported."""
-    import os
     import sys
 
     exp = cases["qa-yoso4096-layout"]["export"]
@@ -133,12 +149,7 @@ def test_yoso4096_layout_answers_a_long_context_torch_free(cases, tmp_path):
     assert manifest["max_sequence_length"] == 4096 and [i["name"] for i in manifest["inputs"]] == \
         ["input_ids", "attention_mask"]
     assert manifest["tokenizer"]["kind"] == "bpe" and manifest["tokenizer"]["converted"] is True
-    shadow = tmp_path / "shadow"
-    for name in ("torch", "transformers", "onnxscript"):
-        (shadow / name).mkdir(parents=True)
-        (shadow / name / "__init__.py").write_text(f"raise ImportError('{name} is blocked in this test')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
-    env["PYTHONPATH"] = os.pathsep.join([str(shadow), str(REPO)])
+    env = blocked_env(tmp_path / "shadow")
     context = " ".join(SAMPLE_TEXTS * 25)
     r = subprocess.run([sys.executable, "-m", "yoso_deploy.cli", "qa", "--model", exp, "--question",
                         "When does it open?", "--context", context, "--json"], cwd=REPO, env=env,

@@ -1,19 +1,19 @@
 """The commands people run in production need neither torch nor transformers nor onnxscript: ``run``, ``qa``,
-``quantize``, ``triton-repo``, ``batch`` and ``serve`` on an existing export, each in a subprocess where those
+``quantize``, ``optimize``, ``triton-repo``, ``batch`` and ``serve`` on an existing export, each in a subprocess where those
 packages cannot be imported (a directory on PYTHONPATH shadows them with modules that raise ImportError), each
 checked by its real output against the same work done in this process."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
 
 import pytest
 from support import REPO
+from support import venvs
 from support.servers import free_port, request, wait_ready
 
-BLOCKED = ("torch", "transformers", "onnxscript")
+BLOCKED = venvs.BLOCKED
 QUESTION, CONTEXT = "Where did Ada move?", "Ada Lovelace moved to Oslo in 1999. Otto moved to Lima."
 
 pytestmark = pytest.mark.slow  # six commands in subprocesses, a server among them
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.slow  # six commands in subprocesses, a server among th
 
 @pytest.fixture(scope="module")
 def blocked_env(tmp_path_factory):
-    shadow = tmp_path_factory.mktemp("shadow")
-    for name in BLOCKED:
-        (shadow / name).mkdir()
-        (shadow / name / "__init__.py").write_text(
-            f"raise ImportError('{name} is blocked in this test: the command must not need it', name='{name}')\n")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTEST"))}
-    env["PYTHONPATH"] = os.pathsep.join([str(shadow), str(REPO)])  # Ray's workers inherit it too
-    env["RAY_ADDRESS"] = "127.0.0.1:1"  # never join a cluster found on the machine
-    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True)
-    assert check.returncode != 0 and "blocked in this test" in check.stderr  # the shadow works
-    return env
+    return venvs.blocked_env(tmp_path_factory.mktemp("shadow"), BLOCKED)
 
 
 def _cli(env, *args, timeout=300):
@@ -58,6 +48,17 @@ def test_quantize(blocked_env, task_exports, tmp_path):
     assert "post-quantization check: passed" in r.stdout, r.stdout
     manifest = json.loads((out / "yoso_export.json").read_text())
     assert manifest["quantization"]["method"] == "dynamic" and manifest["parity"]["status"] == "passed"
+
+
+def test_optimize(blocked_env, task_exports, tmp_path):
+    """O2 is written and says why its reference check did not run; O3's check (int8 criteria against its source
+    export) needs no torch and runs."""
+    r = _cli(blocked_env, "optimize", "--model", task_exports["qa"], "--output", tmp_path / "o2", "--level", "O2")
+    assert "optimized at O2" in r.stdout and "parity check skipped: not checked: the PyTorch reference needs" in r.stdout
+    assert json.loads((tmp_path / "o2" / "yoso_export.json").read_text())["parity"]["status"] == "skipped"
+    r = _cli(blocked_env, "optimize", "--model", task_exports["qa"], "--output", tmp_path / "o3", "--level", "O3",
+             "--check-shapes", "2x16")
+    assert "parity check (2x16): passed" in r.stdout, r.stdout
 
 
 def test_triton_repo(blocked_env, task_exports, tmp_path):

@@ -47,6 +47,11 @@ def main(job_path, out_path):
         slow = transformers.AutoTokenizer.from_pretrained(case["checkpoint"], use_fast=False)
         r["slow_class"] = type(slow).__name__
         r["slow_ids"] = _ids(slow, job["texts"], job["pairs"])
+        r["slow_tokens"] = [slow.convert_ids_to_tokens(ids if not isinstance(ids, dict) else ids["input_ids"])
+                            for ids in r["slow_ids"]]
+        # transformers 4's own fast conversion of the same files (what a checkpoint's tokenizer.json would hold)
+        r["fast_ids"] = _ids(transformers.AutoTokenizer.from_pretrained(case["checkpoint"], use_fast=True),
+                             job["texts"], job["pairs"])
         tok = transformers.AutoTokenizer.from_pretrained(case["export"])
         r["export_class"] = type(tok).__name__
         r["export_ids"] = _ids(tok, job["texts"], job["pairs"])

@@ -1,5 +1,6 @@
-"""Virtual environments of other stacks, built once and cached under ``build/venvs`` (git-ignored): Optimum's,
-which pins transformers 4.57 and cannot share the project's venv (transformers 5)."""
+"""Environments of other processes: virtual environments of other stacks, built once and cached under
+``build/venvs`` (git-ignored) -- Optimum's, which pins transformers 4.57 and cannot share the project's venv
+(transformers 5) -- and this venv with torch, transformers and onnxscript made unimportable."""
 
 from __future__ import annotations
 
@@ -46,4 +47,22 @@ def source_env() -> dict:
     env["PYTHONPATH"] = str(REPO)
     env["YOSO_ORT_LIBRARY"] = str(yoso_deploy.ort_library_path())
     env["TOKENIZERS_PARALLELISM"] = "false"
+    return env
+
+
+BLOCKED = ("torch", "transformers", "onnxscript")
+
+
+def blocked_env(shadow: Path, blocked=BLOCKED) -> dict:
+    """An environment in which ``blocked`` cannot be imported (a directory on PYTHONPATH shadows each with a module
+    that raises ImportError) and this source tree's yoso_deploy is imported; checked before it is returned."""
+    for name in blocked:
+        (shadow / name).mkdir(parents=True, exist_ok=True)
+        (shadow / name / "__init__.py").write_text(
+            f"raise ImportError('{name} is blocked in this test: the command must not need it', name='{name}')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAY_", "PYTEST"))}
+    env["PYTHONPATH"] = os.pathsep.join([str(shadow), str(REPO)])  # Ray's workers inherit it too
+    env["RAY_ADDRESS"] = "127.0.0.1:1"  # never join a cluster found on the machine
+    check = subprocess.run([sys.executable, "-c", f"import {blocked[0]}"], env=env, capture_output=True, text=True)
+    assert check.returncode != 0 and "blocked in this test" in check.stderr  # the shadow works
     return env

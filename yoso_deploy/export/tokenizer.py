@@ -159,8 +159,10 @@ def _add_special_tokens(backend, special: dict) -> None:
                                                normalized=bool(opts.get("normalized", False)), special=True)])
 
 
-def fast_backend(directory: Path, kind: str, files: tuple[str, ...], class_name: str | None):
-    """A ``tokenizers.Tokenizer`` equal to what the checkpoint's tokenizer files mean."""
+def fast_backend(directory: Path, kind: str, files: tuple[str, ...], class_name: str | None, special: dict,
+                 config: dict):
+    """A ``tokenizers.Tokenizer`` equal to what the checkpoint's tokenizer files mean (``special``: its special
+    tokens, ``config``: its ``tokenizer_config.json``)."""
     from tokenizers import Tokenizer
 
     if kind == "fast":
@@ -169,7 +171,6 @@ def fast_backend(directory: Path, kind: str, files: tuple[str, ...], class_name:
         except Exception as e:  # tokenizers raises a bare Exception
             raise TokenizerConversionError(f"{directory / TOKENIZER_FILE} is not a valid tokenizer file "
                                            f"({str(e).splitlines()[0]})", fix="repair or remove it") from e
-    config = _read_json(directory / "tokenizer_config.json")
     if kind == "sentencepiece":
         backend = _convert_sentencepiece(directory, files[0], class_name or "", config)
     else:
@@ -188,7 +189,7 @@ def fast_backend(directory: Path, kind: str, files: tuple[str, ...], class_name:
             raise TokenizerConversionError(f"transformers has no fast version of {cls.__name__}",
                                            fix="pass --tokenizer DIR with a tokenizer.json")
         backend = Tokenizer.from_str(backend.to_str())
-    _add_special_tokens(backend, _special_tokens(directory))
+    _add_special_tokens(backend, special)
     return backend
 
 
@@ -208,14 +209,14 @@ def export_tokenizer(source: Path, out: Path, *, max_length: int, input_names: l
             [f"the checkpoint has no tokenizer ({TOKENIZER_FILES_HELP}): the export takes token ids only; "
              "re-export with --tokenizer DIR to run text"])
     kind, files, class_name = found
-    backend = fast_backend(directory, kind, files, class_name)
+    special = _special_tokens(directory)
+    source_config = _read_json(directory / "tokenizer_config.json")
+    backend = fast_backend(directory, kind, files, class_name, special, source_config)
     size = backend.get_vocab_size(with_added_tokens=True)
     if size > vocab_size:
         where = f"--tokenizer {str(directory)!r}" if tokenizer_dir is not None else "the checkpoint's tokenizer"
         raise TokenizerConversionError(f"{where} has {size} token ids but the model's embedding has {vocab_size} "
                                        "(config.json vocab_size)", fix="use the tokenizer the model was trained with")
-    special = _special_tokens(directory)
-    source_config = _read_json(directory / "tokenizer_config.json")
     backend.save(str(out / TOKENIZER_FILE))
     strings = {k: _token_content(v) for k, v in special.items()
                if _token_content(v) is not None and backend.token_to_id(_token_content(v)) is not None}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Callable
 from ..constants import MODEL_FILE, OPTIMIZE_LEVELS
 from ..errors import UsageError
 from ..manifest import (
-    MANIFEST,
+    copy_export_files,
     expand_path,
     load_manifest,
     model_file,
@@ -39,7 +38,6 @@ LEVEL_HELP = {
     "O2": "O1 + SkipLayerNormalization and bias-GELU fusions (ONNX Runtime's transformer optimizer)",
     "O3": "O2 + the GELU approximation (FastGelu, tanh form)",
 }
-MODEL_SUFFIXES = (".onnx", ".onnx.data", ".plan")
 
 
 class OptimizeError(UsageError):
@@ -172,9 +170,7 @@ def optimize(
     finally:
         for p in (tmp_in, tmp_basic, tmp_out):
             p.unlink(missing_ok=True)
-    for f in src.iterdir():  # config, tokenizer files (the model card is rewritten by the caller)
-        if f.is_file() and f.name != MANIFEST and not f.name.endswith(MODEL_SUFFIXES) and not f.name.startswith("."):
-            shutil.copy2(f, out / f.name)
+    copy_export_files(src, out)  # config, tokenizer files, model card (rewritten after)
 
     counts: dict[str, int] = {}
     for n in optimized.graph.node:

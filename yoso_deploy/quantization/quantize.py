@@ -46,7 +46,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -61,6 +60,7 @@ from ..iospec import make_inputs
 from ..manifest import (
     MANIFEST,
     check_usable,
+    copy_export_files,
     expand_path,
     load_manifest,
     manifest_spec,
@@ -114,7 +114,6 @@ def cpu_preset(machine: str | None = None, flags: set[str] | None = None) -> str
 
 DEFAULT_CALIBRATION_SAMPLES = 32
 QK_RE = re.compile(r"\.attention\.self\.(query|key)\.weight(\.T)?$")
-MODEL_SUFFIXES = (".onnx", ".plan", ".data", ".engine")
 
 
 class QuantizeError(UsageError):
@@ -575,9 +574,7 @@ def quantize(
     onnx.save(qmodel, str(tmp_path))
     os.replace(tmp_path, onnx_path)
     del qmodel, source
-    for f in src.iterdir():  # config, tokenizer files
-        if f.is_file() and f.name != MANIFEST and not f.name.endswith(MODEL_SUFFIXES) and not f.name.startswith("."):
-            shutil.copy2(f, out / f.name)
+    copy_export_files(src, out)  # config, tokenizer files, model card (rewritten after)
 
     new = {k: v for k, v in manifest.items() if k not in ("parity",)}
     ref = source_model_dir(manifest, src)

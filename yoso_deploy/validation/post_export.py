@@ -16,6 +16,7 @@ from ..errors import UsageError
 from ..iospec import default_check_shapes, make_inputs
 from ..manifest import write_manifest
 from .parity import ParityReport, Tolerances, check_onnxruntime
+from .report import parity_entry
 
 
 @dataclass
@@ -57,20 +58,38 @@ def check_export(converted, shapes=None, tolerances: Tolerances | None = None) -
     if too_long:
         raise UsageError(f"check shape sequence length {too_long[0]} exceeds the model's maximum {max_len}",
                          fix="choose shorter --check-shapes")
+    check = _judge(converted.reference, converted.spec, converted.onnx_path, config, shapes, tolerances)
+    manifest["parity"] = parity_entry(check.report, check.shapes)
+    write_manifest(converted.output_dir, manifest)
+    return check
+
+
+def _judge(reference, spec, onnx_path, config, shapes, tolerances) -> PostExportCheck:
     t0 = time.perf_counter()
-    spec = converted.spec
     cases = [make_inputs(spec, batch, seq, config.vocab_size, seed=i, pad_token_id=config.pad_token_id or 0)
              for i, (batch, seq) in enumerate(shapes)]
-    report = check_onnxruntime(converted.reference, spec, converted.onnx_path, cases, tolerances or Tolerances())
-    first = report.first_failure()
-    manifest["parity"] = {
-        "status": "passed" if report.passed else "failed",
-        "shapes": [f"{b}x{s}" for b, s in shapes],
-        "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
-        "table": report.table().splitlines(),
-    }
-    write_manifest(converted.output_dir, manifest)
-    return PostExportCheck(report, shapes, time.perf_counter() - t0)
+    report = check_onnxruntime(reference, spec, onnx_path, cases, tolerances or Tolerances())
+    return PostExportCheck(report, tuple(shapes), time.perf_counter() - t0)
+
+
+def check_export_dir(model_dir, shapes=None, tolerances: Tolerances | None = None) -> PostExportCheck:
+    """The post-export check of an export directory (e.g. an optimized one, :func:`yoso_deploy.workflow.optimize`):
+    its PyTorch reference (the manifest's ``source_model``) loaded once, the same cases and judgement as
+    :func:`check_export`. The manifest is not written (the caller records the verdict)."""
+    from ..manifest import load_manifest, manifest_spec, model_file, require_source_model_dir
+    from ..modeling import load_model
+
+    manifest = load_manifest(model_dir)
+    reference = load_model(require_source_model_dir(manifest, model_dir), task=manifest["task"],
+                           attention=manifest["attention"], seed=manifest["seed"])
+    max_len = int(manifest["max_sequence_length"])
+    shapes = tuple(shapes) if shapes else default_check_shapes(max_len)
+    too_long = [s for _, s in shapes if s > max_len]
+    if too_long:
+        raise UsageError(f"check shape sequence length {too_long[0]} exceeds the model's maximum {max_len}",
+                         fix="choose shorter --check-shapes")
+    return _judge(reference, manifest_spec(manifest), model_file(manifest, model_dir), reference.config, shapes,
+                  tolerances)
 
 
 def failure_message(check: PostExportCheck) -> str:

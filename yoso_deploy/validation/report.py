@@ -96,3 +96,13 @@ def write_report(result: ValidationResult, report_dir: Path) -> None:
     lines += [f"| {b.name} | {'yes' if b.available else 'no'} | {b.reason} |" for b in result.backends.values()]
     lines += ["", "```", result.table(), "```", ""]
     (report_dir / "validation.md").write_text("\n".join(lines))
+
+
+def parity_entry(report, shapes, **extra) -> dict:
+    """The manifest's ``parity`` of a check that ran (any :class:`CheckReport`: parity or int8 criteria) on
+    ``shapes`` (batch, sequence); ``extra`` keys (e.g. ``kind``) go in too. Torch-free."""
+    first = report.first_failure()
+    return {"status": "passed" if report.passed else "failed", **extra,
+            "shapes": [f"{b}x{s}" for b, s in shapes],
+            "first_failure": None if first is None else f"{first.backend} {first.case} {first.name}",
+            "table": report.table().splitlines()}
