@@ -231,8 +231,9 @@ MUTANTS = [
            [("    if require_head and missing and task != \"base\":", "    if False:")],
            ["tests/export/test_export_options.py::test_task_whose_head_the_checkpoint_lacks_is_refused"],
            "a task whose head the checkpoint lacks is exported with a random head"),
-    Mutant("export_failed_check_not_marked", "yoso_deploy/validation/post_export.py",
-           [('        "status": "passed" if report.passed else "failed",', '        "status": "passed",')],
+    Mutant("export_failed_check_not_marked", "yoso_deploy/validation/report.py",
+           [('    return {"status": "passed" if report.passed else "failed", **extra,',
+             '    return {"status": "passed", **extra,')],
            ["tests/export/test_export_options.py::test_failed_check_marks_the_manifest"],
            "an export whose post-export check failed looks like a good one to run/qa/bench/validate"),
 ]
